@@ -1,0 +1,26 @@
+"""Algorithms: pure tensor functions plus registry entries. Importing this package registers the built-ins."""
+
+from alignrl.algorithms.base import (
+    Algorithm,
+    PolicyInputs,
+    Shaped,
+    ShapingInputs,
+    algorithm_class,
+    masked_mean,
+    masked_sum,
+    register_algorithm,
+    registered_algorithms,
+)
+from alignrl.algorithms import grpo, kl, policy_gradient, rloo  # noqa: F401  (registers "grpo", "rloo")
+
+__all__ = [
+    "Algorithm",
+    "PolicyInputs",
+    "Shaped",
+    "ShapingInputs",
+    "algorithm_class",
+    "masked_mean",
+    "masked_sum",
+    "register_algorithm",
+    "registered_algorithms",
+]

@@ -1,0 +1,76 @@
+"""Load the policy (optionally with LoRA) and the frozen reference model from a ``ModelConfig``."""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from alignrl.config.schema import LoraConfig, ModelConfig
+
+
+class ModelLoadError(RuntimeError):
+    """The model or tokenizer could not be loaded; the message names the config key and the path."""
+
+
+def bf16_supported() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """``auto`` = bf16 on GPUs that have it, float32 elsewhere (CPU training in bf16 is slow and lossy)."""
+    if name == "auto":
+        return torch.bfloat16 if bf16_supported() else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+
+
+def load_tokenizer(config: ModelConfig) -> PreTrainedTokenizerBase:
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(config.path, trust_remote_code=config.trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"model.path '{config.path}': cannot load the tokenizer: {err}") from err
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(path: str, config: ModelConfig, key: str) -> PreTrainedModel:
+    kwargs = {"dtype": resolve_dtype(config.dtype), "trust_remote_code": config.trust_remote_code}
+    if config.attn_implementation:
+        kwargs["attn_implementation"] = config.attn_implementation
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"{key} '{path}': cannot load the model: {err}") from err
+
+
+def apply_lora(model: PreTrainedModel, lora: LoraConfig) -> PreTrainedModel:
+    from peft import LoraConfig as PeftLoraConfig, get_peft_model
+
+    peft_config = PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                 target_modules=lora.target_modules, task_type="CAUSAL_LM")
+    return get_peft_model(model, peft_config)
+
+
+def load_policy(config: ModelConfig) -> PreTrainedModel:
+    """The trainable policy: full weights, or LoRA adapters on frozen base weights."""
+    model = load_causal_lm(config.path, config, "model.path")
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if config.lora is not None:
+        model = apply_lora(model, config.lora)
+    return model
+
+
+def load_reference(config: ModelConfig) -> PreTrainedModel | None:
+    """A frozen copy for KL. None when LoRA is on and the reference is the base: adapters are disabled instead."""
+    if config.lora is not None and config.reference is None:
+        return None
+    path = config.reference or config.path
+    model = load_causal_lm(path, config, "model.reference" if config.reference else "model.path")
+    model.requires_grad_(False)
+    return model.eval()
+
+
+def max_context(model: PreTrainedModel) -> int | None:
+    return getattr(model.config, "max_position_embeddings", None)

@@ -1,0 +1,1 @@
+"""Metrics files, TensorBoard/W&B reporting and PNG plots."""

@@ -1,0 +1,61 @@
+"""Shared fixtures: a tiny model folder and prompt files built in code (no hub, no network)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from alignrl.quickstart.task import boxed_answer, make_prompts
+from alignrl.quickstart.tiny_model import build_model, build_tokenizer
+from alignrl.rewards import register_reward
+
+
+@register_reward("test_exact_boxed")
+def exact_boxed(prompts, completions, answer, **_):
+    """1.0 when the last ``\\boxed{}`` holds the gold answer (a grader-free reward for loop tests)."""
+    return [1.0 if boxed_answer(c) == a else 0.0 for c, a in zip(completions, answer)]
+
+
+@register_reward("test_length")
+def short_is_good(prompts, completions, **_):
+    """A dense reward that prefers short completions, so a few steps visibly move the policy."""
+    return [-len(c) / 10.0 for c in completions]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("tiny-model")
+    tokenizer = build_tokenizer()
+    build_model(tokenizer, preset="test", seed=0).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def prompt_files(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("prompts")
+    return {"train": write_jsonl(folder / "train.jsonl", make_prompts(64, seed=0, split="train")),
+            "eval": write_jsonl(folder / "eval.jsonl", make_prompts(16, seed=0, split="heldout"))}
+
+
+@pytest.fixture()
+def base_recipe(tiny_model_dir, prompt_files, tmp_path) -> dict:
+    """A complete, fast recipe as a dict (tests override what they exercise)."""
+    return {
+        "model": {"path": str(tiny_model_dir)},
+        "data": {"train": str(prompt_files["train"]), "eval": str(prompt_files["eval"])},
+        "rollout": {"prompts_per_step": 4, "n": 4, "max_new_tokens": 12, "temperature": 1.0},
+        "algorithm": {"name": "grpo"},
+        "reward": {"functions": [{"name": "test_length"}]},
+        "trainer": {"output_dir": str(tmp_path / "run"), "max_steps": 3, "lr": 1e-3, "micro_batch_size": 8,
+                    "save_steps": 2, "seed": 0},
+        "eval": {"every_steps": 2, "max_prompts": 8},
+        "logging": {"progress_bar": False},
+    }
