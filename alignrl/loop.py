@@ -13,6 +13,7 @@ It names no algorithm, reward or engine: ``build_components`` looks them up from
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -29,8 +30,14 @@ from alignrl.logging.metrics import MetricsLogger
 from alignrl.rollout import SamplingParams
 
 
-def train(config: RunConfig, resume: bool = False) -> Path:
-    """Run (or resume) training as configured; returns the run folder."""
+StepCallback = Callable[[int, Components, dict], None]
+
+
+def train(config: RunConfig, resume: bool = False, callbacks: Sequence[StepCallback] = ()) -> Path:
+    """Run (or resume) training as configured; returns the run folder.
+
+    ``callbacks`` are called on every rank after each step as ``callback(step, components, metrics)``.
+    """
     c = build_components(config, resume)
     cfg, acc = c.config, c.accelerator
     start = _restore(c) if c.resume_from else 0
@@ -77,6 +84,8 @@ def train(config: RunConfig, resume: bool = False) -> Path:
         bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", passed=f"{metrics['pass_rate']:.2f}")
         if step == cfg.trainer.max_steps or (cfg.trainer.save_steps and step % cfg.trainer.save_steps == 0):
             _save(c, step, finished=step == cfg.trainer.max_steps)
+        for callback in callbacks:
+            callback(step, c, metrics)
     bar.close()
     logger.close()
     return c.run_dir

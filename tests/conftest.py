@@ -7,21 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from alignrl.quickstart.task import boxed_answer, make_prompts
+from alignrl.quickstart.task import make_prompts
 from alignrl.quickstart.tiny_model import build_model, build_tokenizer
-from alignrl.rewards import register_reward
-
-
-@register_reward("test_exact_boxed")
-def exact_boxed(prompts, completions, answer, **_):
-    """1.0 when the last ``\\boxed{}`` holds the gold answer (a grader-free reward for loop tests)."""
-    return [1.0 if boxed_answer(c) == a else 0.0 for c, a in zip(completions, answer)]
-
-
-@register_reward("test_length")
-def short_is_good(prompts, completions, **_):
-    """A dense reward that prefers short completions, so a few steps visibly move the policy."""
-    return [-len(c) / 10.0 for c in completions]
+import rewards_for_tests  # noqa: F401  (registers the test rewards)
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +47,15 @@ def apply_override(data: dict, override: str) -> None:
         node[parts[-1]] = raw
 
 
-def check_paths(config: RunConfig, source: str) -> None:
-    """Fail early, by key, on local model/data paths that do not exist (hub names are checked when loaded)."""
+def check_paths(config: Any, source: str) -> None:
+    """Fail early, by key, on local model/data paths that do not exist (hub names are checked when loaded).
+
+    ``config`` is any config with ``model.path``/``model.reference`` and ``data.train`` (and maybe ``data.eval``).
+    """
     for key, value in (("model.path", config.model.path), ("model.reference", config.model.reference)):
         if value and _looks_local(value) and not Path(value).expanduser().exists():
             raise ConfigError(source, key, f"model folder not found: {value}")
-    for key, value in (("data.train", config.data.train), ("data.eval", config.data.eval)):
+    for key, value in (("data.train", config.data.train), ("data.eval", getattr(config.data, "eval", None))):
         if value and (_looks_local(value) or value.endswith(DATA_SUFFIXES)) and not Path(value).expanduser().exists():
             raise ConfigError(source, key, f"data file not found: {value}")
 
@@ -63,7 +67,7 @@ def _looks_local(value: str) -> bool:
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
                 base: dict | None = None) -> RunConfig:
     """Recipe file (or ``base`` mapping) + overrides -> validated ``RunConfig``."""
-    data: dict[str, Any] = read_yaml(path) if path is not None else dict(base or {})
+    data: dict[str, Any] = read_yaml(path) if path is not None else copy.deepcopy(base or {})
     for override in overrides:
         apply_override(data, override)
     source = str(path) if path is not None else "config"
