@@ -1,0 +1,78 @@
+"""The transformers rollout engine: shapes, finish reasons, stop strings, and log-probs equal to the learner's."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from alignrl.batch import build_batch
+from alignrl.learner.learner import token_logprobs
+from alignrl.quickstart.tiny_model import build_model, build_tokenizer
+from alignrl.rollout import SamplingParams, build_engine
+
+
+@pytest.fixture(scope="module")
+def engine():
+    tokenizer = build_tokenizer()
+    return build_engine("hf", model=build_model(tokenizer, preset="test", seed=0), tokenizer=tokenizer)
+
+
+def encode(engine, texts):
+    return [engine.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+def test_groups_shapes_and_finish_reasons(engine):
+    torch.manual_seed(0)
+    prompts = encode(engine, ["12+34=", "1+2=", "999+1="])
+    groups = engine.generate(prompts, SamplingParams(n=3, temperature=1.0, max_new_tokens=10))
+    assert [len(g) for g in groups] == [3, 3, 3]
+    for completion in (c for g in groups for c in g):
+        assert len(completion.token_ids) == len(completion.logprobs) <= 10
+        assert all(lp <= 0 for lp in completion.logprobs)
+        stopped_on_eos = completion.token_ids[-1:] == [engine.tokenizer.eos_token_id]
+        assert (completion.finish_reason == "stop") == stopped_on_eos
+        assert completion.finish_reason == "stop" or len(completion.token_ids) == 10
+
+
+@pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.7, 0.9), (0.0, 1.0)])
+def test_logprobs_match_learner_forward(engine, temperature, top_p):
+    torch.manual_seed(1)
+    prompts = encode(engine, ["4821+3967=", "10+20="])
+    groups = engine.generate(prompts, SamplingParams(n=2, temperature=temperature, top_p=top_p, max_new_tokens=12))
+    batch = build_batch(prompts, groups, ["a", "b"], [{}, {}], engine.tokenizer.pad_token_id)
+    with torch.no_grad():
+        logp, _ = token_logprobs(engine.model, batch, temperature)
+    mask = batch.completion_mask.bool()
+    assert torch.allclose(logp[mask], batch.sampler_logp[mask], atol=1e-4)
+
+
+def test_greedy_is_deterministic(engine):
+    prompts = encode(engine, ["55+55="])
+    a = engine.generate(prompts, SamplingParams(n=2, temperature=0.0, max_new_tokens=8))
+    b = engine.generate(prompts, SamplingParams(n=1, temperature=0.0, max_new_tokens=8))
+    assert a[0][0].token_ids == a[0][1].token_ids == b[0][0].token_ids
+
+
+def test_stop_strings_end_the_completion(engine):
+    torch.manual_seed(2)
+    prompts = encode(engine, ["1+1="] * 4)
+    groups = engine.generate(prompts, SamplingParams(n=4, temperature=1.0, max_new_tokens=40, stop=["a", "b"]))
+    completions = [c for g in groups for c in g]
+    stopped = [c for c in completions if c.text.endswith(("a", "b"))]
+    assert stopped, "with 16 samples of 40 random characters a stop string should appear"
+    for c in stopped:
+        assert c.finish_reason == "stop" and "a" not in c.text[:-1] and "b" not in c.text[:-1]
+
+
+def test_batch_packs_groups_and_micro_batches(engine):
+    prompts = encode(engine, ["1+1=", "22+22=", "333+333="])
+    groups = engine.generate(prompts, SamplingParams(n=2, temperature=1.0, max_new_tokens=6))
+    batch = build_batch(prompts, groups, ["p0", "p1", "p2"], [{"i": 0}, {"i": 1}, {"i": 2}],
+                        engine.tokenizer.pad_token_id)
+    assert batch.size == 6 and batch.group_size == 2 and batch.num_groups == 3
+    assert [r["i"] for r in batch.rows] == [0, 0, 1, 1, 2, 2]
+    assert batch.prompt_mask.sum(1).tolist() == [4, 4, 6, 6, 8, 8]
+    batch.keep = torch.tensor([True, True, False, False, True, True])
+    micro = batch.micro_batches(4)  # 2 groups each; the dropped group leaves the first with 2 rows
+    assert [m.size for m in micro] == [2, 2]
+    assert micro[0].prompt_ids.shape[1] == 4  # trimmed to its own widest prompt
