@@ -65,3 +65,18 @@ def test_overwrite_output_dir_starts_over(base_recipe):
     train(load_config(base=base_recipe, overrides=["trainer.max_steps=2"]))
     run = train(load_config(base=base_recipe, overrides=["trainer.max_steps=1", "trainer.overwrite_output_dir=true"]))
     assert [r["step"] for r in read_metrics(run / "metrics.jsonl")] == [1]
+
+
+def test_lora_with_reference_kl_and_gradient_checkpointing(base_recipe):
+    """LoRA adapters train, the reference is the base with adapters off, and a resume restores the adapters."""
+    overrides = ["model.lora={r: 4, alpha: 8}", "model.gradient_checkpointing=true", "algorithm.kl_coef=0.1",
+                 "trainer.max_steps=2", "trainer.save_steps=1", "trainer.lr=1e-2", "eval.every_steps=0"]
+    run = train(load_config(base=base_recipe, overrides=overrides))
+    records = read_metrics(run / "metrics.jsonl")
+    assert records[0]["kl"] == 0.0 and records[1]["kl"] > 0.0  # the adapters moved away from the base
+    checkpoint = list_checkpoints(run)[-1]
+    assert (checkpoint / "adapter_model.safetensors").is_file() and (checkpoint / "adapter_config.json").is_file()
+    resumed = train(load_config(base=base_recipe, overrides=[*overrides[:-3], "trainer.max_steps=3",
+                                                             "trainer.save_steps=1", "trainer.lr=1e-2"]), resume=True)
+    assert [r["step"] for r in read_metrics(resumed / "metrics.jsonl")] == [1, 2, 3]
+    assert read_metrics(resumed / "metrics.jsonl")[2]["kl"] > 0.0

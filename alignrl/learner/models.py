@@ -43,6 +43,16 @@ def load_causal_lm(path: str, config: ModelConfig, key: str) -> PreTrainedModel:
         raise ModelLoadError(f"{key} '{path}': cannot load the model: {err}") from err
 
 
+def enable_gradient_checkpointing(model: PreTrainedModel) -> None:
+    """Non-reentrant activation checkpointing; transformers >= 5.2x renamed the method, older ones keep the old name."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    model.config.use_cache = False
+
+
 def apply_lora(model: PreTrainedModel, lora: LoraConfig) -> PreTrainedModel:
     from peft import LoraConfig as PeftLoraConfig, get_peft_model
 
@@ -55,8 +65,7 @@ def load_policy(config: ModelConfig) -> PreTrainedModel:
     """The trainable policy: full weights, or LoRA adapters on frozen base weights."""
     model = load_causal_lm(config.path, config, "model.path")
     if config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model.config.use_cache = False
+        enable_gradient_checkpointing(model)
     if config.lora is not None:
         model = apply_lora(model, config.lora)
     return model
