@@ -1,0 +1,120 @@
+"""math-verify equivalence, and the worker process that runs it (``python mvworker.py RFD WFD [MEM_MB [WARM]]``).
+
+This file imports nothing from alignrl, so a worker is a bare interpreter plus math-verify, whatever the
+parent has imported (no torch, no re-import of the parent's ``__main__``). Parent and worker talk through
+:class:`multiprocessing.connection.Connection` objects over two pipes: the parent sends
+``(answer, gold, float_rounding, strict)`` and receives ``(correct, reason)``; ``None`` asks the worker to exit.
+"""
+
+import os
+import sys
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if __name__ == "__main__" and sys.path and os.path.abspath(sys.path[0]) == _HERE:
+    del sys.path[0]  # this folder: its module names must not shadow installed packages
+
+import logging  # noqa: E402  (after the sys.path fix above)
+from functools import lru_cache  # noqa: E402
+
+_LOADED = False
+
+
+def _load() -> None:
+    global _LOADED, parse, verify  # noqa: PLW0603
+    if not _LOADED:
+        from math_verify import parse, verify  # noqa: F811
+
+        logging.getLogger("math_verify").setLevel(logging.ERROR)  # it warns that we disabled its timeouts
+        _LOADED = True
+
+
+@lru_cache(maxsize=4096)
+def _parse_boxed(text: str) -> tuple:
+    """math-verify's parse of ``$\\boxed{text}$`` (bare MATH golds often fail to parse; boxed ones do not)."""
+    _load()
+    return tuple(parse(f"$\\boxed{{{text}}}$", parsing_timeout=None))
+
+
+def verify_answer(answer: str, gold: str, float_rounding: int = 6, strict: bool = True) -> tuple[bool, str]:
+    """``(correct, reason)`` for an extracted ``answer`` against ``gold`` with math-verify; no time bound."""
+    _load()
+    gold_parsed = _parse_boxed(gold)
+    answer_parsed = _parse_boxed(answer)
+    if not answer_parsed:
+        return False, "unparsable"
+    if not gold_parsed:
+        return False, "wrong"
+    ok = verify(list(gold_parsed), list(answer_parsed), float_rounding=float_rounding, strict=strict,
+                timeout_seconds=None)
+    return bool(ok), "correct" if ok else "wrong"
+
+
+_WARMUP = ("\\frac{\\sqrt{3}}{2}", "(1, -\\frac{1}{2})", "[0, \\infty)", "x^2 + 2x + 1 = 0", "\\text{(A)}",
+           "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "3\\pi - \\cos(\\theta)", "2, 3")
+
+
+def _warm_up() -> None:
+    """Pay math-verify's first-call costs (grammar and sympy caches) before reporting ready."""
+    for text in _WARMUP:
+        try:
+            verify_answer(text, _WARMUP[0])
+        except Exception:  # noqa: BLE001
+            pass
+    _parse_boxed.cache_clear()
+
+
+def _limit_memory(mem_mb: int) -> None:
+    if mem_mb > 0:
+        try:
+            import resource
+
+            limit = mem_mb * 1024 * 1024
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        except (ImportError, ValueError, OSError):
+            pass
+
+
+def _die_with_parent() -> None:
+    """Ctrl-C is the parent's to handle; a watchdog thread exits when the parent process is gone."""
+    import signal
+    import threading
+    import time
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def main(argv: list[str]) -> None:
+    from multiprocessing.connection import Connection
+
+    _die_with_parent()
+    rfd, wfd = int(argv[1]), int(argv[2])
+    _limit_memory(int(argv[3]) if len(argv) > 3 else 0)
+    conn_in, conn_out = Connection(rfd, writable=False), Connection(wfd, readable=False)
+    _load()
+    if len(argv) <= 4 or argv[4] != "0":
+        _warm_up()
+    conn_out.send(("ready", None))
+    while True:
+        try:
+            task = conn_in.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        try:
+            result = verify_answer(*task)
+        except Exception:  # noqa: BLE001  (sympy/antlr raise anything: RecursionError, MemoryError, ...)
+            result = (False, "unparsable")
+        conn_out.send(result)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
