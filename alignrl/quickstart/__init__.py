@@ -1,0 +1,1 @@
+"""The offline quickstart: a tiny model, a synthetic verifiable task, imperfect demonstrations."""
