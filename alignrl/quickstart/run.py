@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from alignrl.quickstart.task import TaskSpec, demonstration_stats, make_demonstrations, make_prompts
-from alignrl.quickstart.tiny_model import build_model, build_tokenizer, count_parameters
+from alignrl.quickstart.tiny_model import build_model, build_tokenizer, count_parameters, quickstart_sft_params
 from alignrl.run_dir import RunDirError
 from alignrl.sft import SFTParams
 
@@ -27,15 +27,13 @@ class QuickstartSettings:
 
     task: TaskSpec = field(default_factory=TaskSpec)
     model_preset: str = "quickstart"
-    sft: SFTParams = field(default_factory=lambda: SFTParams(
-        learning_rate=3e-3, max_steps=1200, per_device_train_batch_size=128, warmup_steps=0.05,
-        lr_scheduler_type="cosine", logging_steps=50, progress_bar=True))
+    sft: SFTParams = field(default_factory=lambda: quickstart_sft_params(logging_steps=50, progress_bar=True))
     rl_prompts: int = 8192  # train-split prompts for GRPO (disjoint from held-out)
     grpo: dict[str, Any] = field(default_factory=lambda: {
         "rollout": {"prompts_per_step": 32, "n": 8, "temperature": 1.0, "max_new_tokens": 24},
         "algorithm": {"name": "grpo", "loss_aggregation": "token_mean"},
         "reward": {"functions": [{"name": "math"}]},
-        "trainer": {"max_steps": 60, "lr": 1e-4, "micro_batch_size": 256, "save_steps": 0,
+        "trainer": {"max_steps": 60, "lr": 3e-4, "micro_batch_size": 256, "save_steps": 0,
                     "mixed_precision": "no", "warmup_steps": 0},
         "eval": {"every_steps": 10, "max_prompts": 200},
     })
