@@ -41,7 +41,8 @@ class _RecordLogprobs(LogitsProcessor):
 
 
 class _StopOnStrings(StoppingCriteria):
-    """Stops a row once its generated text ends with a stop string (works with any tokenizer)."""
+    """Stops a row once a stop string appears in its newest tokens (works with any tokenizer, multi-character
+    tokens included: the string may end inside the last token)."""
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, stop: list[str], prompt_width: int):
         self.tokenizer, self.stop, self.prompt_width = tokenizer, stop, prompt_width
@@ -50,7 +51,7 @@ class _StopOnStrings(StoppingCriteria):
     def __call__(self, input_ids: Tensor, scores: Tensor, **kwargs) -> Tensor:
         tails = input_ids[:, max(self.prompt_width, input_ids.shape[1] - self.window):].tolist()
         texts = self.tokenizer.batch_decode(tails, skip_special_tokens=True)
-        return torch.tensor([any(t.endswith(s) for s in self.stop) for t in texts], device=input_ids.device)
+        return torch.tensor([any(s in t for s in self.stop) for t in texts], device=input_ids.device)
 
 
 def _left_pad(prompts: list[list[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -146,7 +147,7 @@ class HFEngine(RolloutEngine):
                     length -= 1
         ids = ids[:length]
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        if finish == "length" and (length < params.max_new_tokens or any(text.endswith(s) for s in params.stop)):
+        if finish == "length" and (length < params.max_new_tokens or any(s in text for s in params.stop)):
             finish = "stop"  # stopped on a stop string
         lps = logprobs[:length].tolist() if logprobs is not None else []
         return Completion(token_ids=ids, logprobs=lps, text=text, finish_reason=finish)
