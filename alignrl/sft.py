@@ -5,10 +5,13 @@ completion tokens only (EOS appended by TRL), then saves the final model and tok
 format) into ``output_dir``. It works in one process or under ``accelerate launch`` / ``torchrun`` with N processes
 (on CPU the process group uses gloo).
 
-Settings chosen for speed on CPU (measured on the quickstart's 0.8M-parameter model, 2 cores): no gradient
-checkpointing (TRL's default is on: it only costs time at this size), fp32 unless the GPU supports bf16 (bf16 autocast
-on a CPU without native bf16 is slower), no packing, no evaluation, no intermediate checkpoints, no pinned memory,
-``dataloader_num_workers=0`` (the batches are already tokenized; worker processes only add start-up and IPC).
+Settings chosen for speed on CPU (measured on the quickstart's tiny models, 2 cores): no gradient checkpointing (TRL's
+default is on; at this size it only costs time), fp32 unless the GPU supports bf16 (bf16 autocast on a CPU without
+native bf16 is slower), no packing (the quickstart's sequences all have the same length), no evaluation, no
+intermediate checkpoints, no pinned memory, ``dataloader_num_workers=0`` (one worker process made training 2.7x slower
+on 2 cores: it competes with the two compute threads). TRL's per-step token accuracy and entropy cannot be switched
+off, but with a 101-token vocabulary they cost little: SFTTrainer ran at ~1.2x the time of a minimal hand-written
+loop on the same batches. Preparing 60,000 prompt/completion pairs (EOS, tokenization, labels) takes ~12-16 s.
 """
 
 from __future__ import annotations
@@ -147,6 +150,7 @@ def run_sft(
         {"prompt": [str(r["prompt"]) for r in rows], "completion": [str(r["completion"]) for r in rows]}
     )
     out = Path(output_dir)
+    use_cache = getattr(model.config, "use_cache", None)  # Trainer sets it to False (args.use_cache)
     bars_were_on = datasets.is_progress_bar_enabled()
     if not params.progress_bar:
         datasets.disable_progress_bars()  # TRL's dataset preparation shows five of them
@@ -161,6 +165,8 @@ def run_sft(
         if bars_were_on:
             datasets.enable_progress_bars()
     trainer.train()
+    if use_cache is not None:
+        trainer.accelerator.unwrap_model(trainer.model).config.use_cache = use_cache  # saved for generation
     trainer.save_model(str(out))  # model + tokenizer, safetensors, rank 0 only
     trainer.save_state()
     if trainer.is_world_process_zero():

@@ -48,6 +48,7 @@ def test_tiny_sft_lowers_loss_and_saves_a_loadable_model(tmp_path):
     losses = [h["loss"] for h in state["log_history"] if "loss" in h]
     assert state["global_step"] == 25 and losses[-1] < losses[0]
     loaded = AutoModelForCausalLM.from_pretrained(out)
+    assert loaded.config.use_cache is True  # Trainer turns it off while training
     tok2 = AutoTokenizer.from_pretrained(out)
     after = _completion_nll(loaded, tok2, rows[:16])
     assert after < before - 1.0  # starts near ln(100) = 4.6

@@ -54,14 +54,15 @@ def _markdown(r: dict[str, Any]) -> str:
     demos = r["demonstrations"]
     lines = [
         "# alignrl quickstart report", "",
-        "Column addition with written carries; a tiny Llama trained from scratch on a 2-core CPU: behaviour cloning "
-        "on imperfect demonstrations, then GRPO with the math-verifier reward.", "",
+        "Column addition with written carries; a tiny Llama trained from scratch: behaviour cloning on imperfect "
+        "demonstrations, then GRPO with the math-verifier reward.", "",
         "| | held-out greedy pass@1 |", "|---|---|",
         f"| after BC (SFT) | {100 * r['bc_pass_at_1']:.1f}% |",
         f"| after GRPO | {100 * r['rl_pass_at_1']:.1f}% |",
         f"| change | {r['improvement_points']:+.1f} points |", "",
         "| | value |", "|---|---|",
         f"| seed | {r['seed']} |",
+        f"| device | {r.get('device', 'unknown')} |",
         f"| wall time (all phases) | {r['wall_seconds']:.0f} s |",
         f"| BC time / GRPO time | {r['bc_seconds']:.0f} s / {r['rl_seconds']:.0f} s |",
         f"| model parameters | {r['model_parameters']:,} |",

@@ -30,11 +30,11 @@ class QuickstartSettings:
     sft: SFTParams = field(default_factory=lambda: quickstart_sft_params(logging_steps=50, progress_bar=True))
     rl_prompts: int = 8192  # train-split prompts for GRPO (disjoint from held-out)
     grpo: dict[str, Any] = field(default_factory=lambda: {
-        "rollout": {"prompts_per_step": 32, "n": 8, "temperature": 1.0, "max_new_tokens": 24},
+        "rollout": {"prompts_per_step": 32, "n": 8, "temperature": 1.0, "max_new_tokens": 16},
         "algorithm": {"name": "grpo", "loss_aggregation": "token_mean"},
         "reward": {"functions": [{"name": "math"}]},
-        "trainer": {"max_steps": 60, "lr": 3e-4, "micro_batch_size": 256, "save_steps": 0,
-                    "mixed_precision": "no", "warmup_steps": 0},
+        "trainer": {"max_steps": 60, "lr": 1e-4, "micro_batch_size": 256, "save_steps": 0,
+                    "mixed_precision": "auto", "warmup_steps": 0},
         "eval": {"every_steps": 10, "max_prompts": 200},
     })
 
@@ -86,7 +86,7 @@ def run_quickstart(out: str | Path, seed: int = 0, overwrite: bool = False,
         "seed": seed, "bc_pass_at_1": bc_eval["pass_at_1"], "rl_pass_at_1": rl_eval["pass_at_1"],
         "improvement_points": 100 * (rl_eval["pass_at_1"] - bc_eval["pass_at_1"]),
         "wall_seconds": time.perf_counter() - start, "bc_seconds": bc_seconds, "rl_seconds": rl_seconds,
-        "heldout_prompts": len(heldout), "eval_decoding": "greedy",
+        "heldout_prompts": len(heldout), "eval_decoding": "greedy", "device": _device_name(),
         "demonstrations": demonstration_stats(demos), "model_parameters": count_parameters(model),
         "bc_eval": bc_eval, "rl_eval": rl_eval, "rl_checkpoint": str(final),
         "settings": {"task": asdict(spec), "model_preset": settings.model_preset, "sft": asdict(sft),
@@ -106,12 +106,20 @@ def evaluate_model(model_dir: Path, prompts_file: Path) -> dict[str, float]:
     from alignrl.rollout.hf_engine import HFEngine
 
     engine = HFEngine.from_pretrained(str(model_dir), dtype="float32")
-    params = SamplingParams(n=1, temperature=0.0, max_new_tokens=24)
+    params = SamplingParams(n=1, temperature=0.0, max_new_tokens=16)
     prompts = prepare_prompts(str(prompts_file), "train", DataConfig(train=str(prompts_file)), engine.tokenizer,
                               None, params.max_new_tokens)
     records = evaluate_prompts(engine, prompts, list(range(len(prompts))), params,
                                RewardSet([RewardFunctionConfig(name="math")]), batch_size=250)
     return summarize(records)
+
+
+def _device_name() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda ({torch.cuda.get_device_name(0)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:

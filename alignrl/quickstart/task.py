@@ -1,26 +1,28 @@
 """A synthetic, verifiable reasoning task for the offline quickstart: column addition with written carries.
 
-A prompt is ``"4821+3967="``; both operands have exactly ``n_digits`` digits (no leading zeros) and a leading digit of
-at most ``max_leading_digit`` (default 4, so the sum never gets an extra digit): every prompt, and every correct
-completion, has the same length. A completion first writes the carry out of every column, units column first, then the sum as a
-plain integer inside ``\\boxed{}``, and stops (the tokenizer's EOS follows)::
+A prompt is ``"482+396="``: both operands have exactly ``n_digits`` digits (default 3, no leading zeros) and a
+leading digit of at most ``max_leading_digit`` (default 4, so the sum never gets an extra digit): every prompt, and
+every correct completion, has the same length. A completion first writes the carry out of every column, units column
+first, then the sum as a plain integer inside ``\\boxed{}``, and stops (the tokenizer's EOS follows)::
 
-    4821+3967=0010 \\boxed{8788}
+    482+396=010\\boxed{878}
 
-Here units 1+7=8 (carry 0), tens 2+6=8 (0), hundreds 8+9=17 (1), thousands 4+3+1=8 (0). Each carry depends on the
-column's two digits and the carry written just before it, and each answer digit on its column's two digits and the
-carry into it, so the answer is read off the intermediate steps.
+Here units 2+6=8 (carry 0), tens 8+9=17 (carry 1), hundreds 4+3+1=8 (carry 0). Each carry depends on the column's two
+digits and the carry written just before it, and each answer digit on its column's two digits and the carry into it,
+so the answer is read off the intermediate steps. (``TaskSpec(n_digits=4, separator=" ")`` gives
+``4821+3967=0010 \\boxed{8788}``; the defaults are the ones a 1M-parameter model learns reliably in ~2.5 minutes
+on two CPU cores, see ``alignrl.quickstart.tiny_model``.)
 
 **The demonstrator's bug** (systematic, so that a correct-answer reward can fix it by RL): when column
-``bug_column`` (0 = units; the default 1 = tens) produces a carry, the demonstrator drops it — writes carry 0 and
-adds the next column without it — with probability ``bug_rate`` (default 0.65). The rest of its arithmetic is then
+``bug_column`` (0 = units; the default 1 = tens) produces a carry, the demonstrator drops it (writes carry 0 and
+adds the next column without it) with probability ``bug_rate`` (default 0.65). The rest of its arithmetic is then
 consistent with the dropped carry, so the boxed answer is ``gold - 10**(bug_column + 1)``. The bug applies to about
 half of the prompts (a tens carry happens for 49.5% of uniform operands), so about 0.65 x 0.495 = 32% of the
-demonstrations are wrong (``demonstration_stats`` reports the actual share). Because ``bug_rate > 0.5``, a model
-that imitates the demonstrator well drops the carry under *greedy* decoding every time it applies: its greedy pass@1
-sits near ``greedy_ceiling(spec)`` (~50%), while sampling still finds the right carry 35% of the time — the signal
-that RL with a verifier reward amplifies. Optional scattered noise (``noise_rate``) flips one random carry instead;
-such errors are *not* systematic and barely move greedy accuracy.
+demonstrations are wrong (``demonstration_stats`` reports the actual share: 32.5% of the default 60,000). Because
+``bug_rate > 0.5``, a model that imitates the demonstrator well drops the carry under *greedy* decoding every time it
+applies: its greedy pass@1 sits near ``greedy_ceiling(spec)`` (50.5%), while sampling still writes the right carry
+about 35% of the time, the signal that RL with a verifier reward amplifies. Optional scattered noise
+(``noise_rate``) flips one random carry instead; such errors are *not* systematic and barely move greedy accuracy.
 
 Splits: a pair of operands belongs to the held-out split when a fixed hash of the unordered pair falls in the
 held-out bucket (a ``heldout_share`` of the space), so train and held-out prompts are disjoint for every seed and
@@ -44,8 +46,10 @@ _SPLIT_SALT = 0x5EED_A11C_0FFE_E123  # fixed: the split does not depend on the s
 class TaskSpec:
     """Knobs of the quickstart task and of its imperfect demonstrator. The defaults are the quickstart's settings."""
 
-    n_digits: int = 4
-    """Digits of each operand (no leading zeros); the sum has ``n_digits`` or ``n_digits + 1`` digits."""
+    n_digits: int = 3
+    """Digits of each operand (no leading zeros); the sum has ``n_digits`` (or, with ``max_leading_digit`` > 4,
+    ``n_digits + 1``) digits. With 4, the quickstart's tiny model sometimes never finds the operands' tens digits for
+    the boxed answer within the BC budget (in about half of the seeds measured); with 3 it did in all of them."""
     max_leading_digit: int = 4
     """Largest leading digit of an operand (1-9). 4 or less keeps every sum at ``n_digits`` digits: with sums of
     varying length the position of each answer digit varies too, and a tiny model learns much more slowly."""
@@ -61,6 +65,9 @@ class TaskSpec:
     bug_rate: float = 0.65
     """Probability that the demonstrator drops the ``bug_column`` carry when there is one. Keep it > 0.5 so that
     greedy decoding of an imitating model follows the bug (that is what RL then fixes)."""
+    separator: str = ""
+    """Text between the carries and ``\\boxed{`` (none by default: every token between the operands and the answer
+    lengthens the attention distance the model must learn)."""
     noise_rate: float = 0.0
     """Probability that a demonstration has one uniformly chosen carry flipped (scattered, non-systematic errors)."""
 
@@ -103,16 +110,16 @@ def format_prompt(a: int, b: int) -> str:
     return f"{a}+{b}="
 
 
-def format_completion(carries: list[int], total: int) -> str:
+def format_completion(carries: list[int], total: int, sep: str = " ") -> str:
     """Carries, units column first, then the sum in ``\\boxed{}``: ``"0010 \\boxed{8788}"``."""
-    return "".join(str(c) for c in carries) + " \\boxed{" + str(total) + "}"
+    return "".join(str(c) for c in carries) + sep + "\\boxed{" + str(total) + "}"
 
 
 def solution(prompt: str, spec: TaskSpec | None = None) -> str:
     """The correct completion for ``prompt``."""
     spec = spec or TaskSpec()
     carries, total = column_add(*parse_prompt(prompt), spec.n_digits)
-    return format_completion(carries, total)
+    return format_completion(carries, total, spec.separator)
 
 
 def column_add(
@@ -181,7 +188,7 @@ def demonstrate(prompt: str, rng: random.Random, spec: TaskSpec | None = None) -
         error = (error + "+" if error else "") + "flipped_carry"
     return {
         "prompt": prompt,
-        "completion": format_completion(carries, total),
+        "completion": format_completion(carries, total, spec.separator),
         "answer": str(gold),
         "correct": total == gold,
         "error": error,

@@ -1,12 +1,15 @@
 """A tiny Llama-architecture model and a character-level tokenizer, built in code (no hub, no network).
 
-The tokenizer is a ``WordLevel`` model over single characters (printable ASCII plus newline), a ``Split`` pre-tokenizer
-that isolates every character and a ``Fuse`` decoder, wrapped in ``PreTrainedTokenizerFast`` with
-``<pad>``/``<s>``/``</s>``/``<unk>``. It adds no BOS/EOS when encoding (the trainers append EOS to completions). Its chat
-template simply concatenates the messages' contents, so a conversational prompt reads like the raw prompt.
+The tokenizer is a ``WordLevel`` model over single characters (printable ASCII plus newline) plus one word,
+``\\boxed{``, with a ``Split`` pre-tokenizer that isolates ``\\boxed{`` or else every single character, and a
+``Fuse`` decoder, wrapped in ``PreTrainedTokenizerFast`` with ``<pad>``/``<s>``/``</s>``/``<unk>``. ``\\boxed{`` as one
+token puts the answer 6 positions closer to the operands it is computed from (and shortens every sequence by 6): the
+tiny model learns the task faster and more reliably. Decoding gives back the exact text. It adds no BOS/EOS when
+encoding (the trainers append EOS to completions). Its chat template concatenates the messages' contents, so a
+conversational prompt reads like the raw prompt.
 
 The model is a ``LlamaForCausalLM`` (a Qwen2 config would make ``AutoTokenizer`` pick a tokenizer class that drops
-spaces from this vocabulary) with ``head_dim`` >= 32, which vLLM's CPU attention needs. Both survive
+spaces from this vocabulary) with ``head_dim`` = 32, which vLLM's CPU attention supports. Both survive
 ``save_pretrained`` and ``AutoTokenizer`` / ``AutoModelForCausalLM.from_pretrained``.
 """
 
@@ -16,7 +19,7 @@ import string
 from typing import Any
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
@@ -27,17 +30,23 @@ CHARACTERS = tuple(string.digits + string.ascii_letters + string.punctuation + "
 # Concatenate the contents: raw prompts and one-message chats give the same text.
 CHAT_TEMPLATE = "{% for message in messages %}{{ message['content'] }}{% endfor %}"
 
-# head_dim must be one of vLLM's supported sizes (32, 64, 80, ...). "quickstart" is the setting measured for the
-# quickstart (see alignrl/quickstart/task.py and the report in the repo's history); "test" is for fast unit tests.
+# head_dim must be one of vLLM's supported sizes (32, 64, 80, ...). "test" is for fast unit tests. "quickstart" is the
+# setting measured for the quickstart task (alignrl.quickstart.task.TaskSpec defaults), 1.0M parameters:
+# - 8 heads x 32 (attention width 256 over a 128-wide residual stream): the model must locate each operand digit
+#   by relative position; with 4 heads some seeds never found the tens digits for the boxed answer within the BC
+#   budget, with 8 all measured seeds did.
+# - rope_theta 100 instead of 10,000: sequences are ~17 tokens, and at 10,000 half of the rotary frequencies barely
+#   turn over that span; 100 spreads them over the offsets that matter and sped up learning the digit lookups.
 PRESETS: dict[str, dict[str, Any]] = {
     "quickstart": dict(
         hidden_size=128,
         intermediate_size=512,
         num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=4,
+        num_attention_heads=8,
+        num_key_value_heads=8,
         head_dim=32,
         max_position_embeddings=128,
+        rope_parameters={"rope_type": "default", "rope_theta": 100.0},
         tie_word_embeddings=True,
     ),
     "test": dict(
@@ -53,11 +62,13 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-# Behaviour cloning of the quickstart model on the quickstart task (alignrl.quickstart.task.TaskSpec defaults),
-# as measured on a 2-core CPU: see quickstart_sft_params.
+# Behaviour cloning of the "quickstart" preset on the quickstart task (TaskSpec defaults: 60,000 demonstrations,
+# 32.5% wrong by the dropped tens carry). Measured through alignrl.sft.run_sft on a 2-core CPU, seeds 0-6: 0.17 s a
+# step, ~140-150 s in all; final loss 0.036-0.038 on every seed; greedy held-out pass@1 46-53% (ceiling 50.5%); the
+# weakest answer digit >= 99% teacher-forced. adam_beta2 0.99 rather than 0.999 recovers faster from the loss plateaus.
 QUICKSTART_SFT: dict[str, Any] = dict(
     learning_rate=3e-3,
-    max_steps=700,
+    max_steps=800,
     per_device_train_batch_size=128,
     gradient_accumulation_steps=1,
     warmup_steps=0.05,
@@ -75,11 +86,16 @@ def quickstart_sft_params(seed: int = 0, **overrides: Any):
     return SFTParams(**{**QUICKSTART_SFT, "seed": seed, **overrides})
 
 
-def build_tokenizer(add_bos: bool = False) -> PreTrainedTokenizerFast:
+BOXED = "\\boxed{"
+
+
+def build_tokenizer(add_bos: bool = False, boxed_token: bool = True) -> PreTrainedTokenizerFast:
     """The character-level tokenizer (ids: ``<pad>`` 0, ``<s>`` 1, ``</s>`` 2, ``<unk>`` 3, then the characters)."""
-    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + CHARACTERS)}
+    words = SPECIAL_TOKENS + CHARACTERS + ((BOXED,) if boxed_token else ())
+    vocab = {tok: i for i, tok in enumerate(words)}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
-    backend.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
+    pattern = Regex(r"\\boxed\{|[\s\S]") if boxed_token else ""
+    backend.pre_tokenizer = pre_tokenizers.Split(pattern=pattern, behavior="isolated")
     backend.decoder = decoders.Fuse()
     if add_bos:
         backend.post_processor = processors.TemplateProcessing(

@@ -23,8 +23,9 @@ def test_quickstart_end_to_end(tmp_path):
     for name in ("report.md", "learning.png", "grpo_curves.png", "grpo/metrics.jsonl", "grpo/run_config.yaml"):
         assert (out / name).is_file(), name
     # RL must really fix the demonstrator's systematic bug (figures per seed are in the closing notes)
-    assert report["rl_pass_at_1"] >= report["bc_pass_at_1"] + 0.2, report
-    assert report["rl_pass_at_1"] >= 0.8, report
+    # (the target: +30 points, to >= 90%)
+    assert report["rl_pass_at_1"] >= report["bc_pass_at_1"] + 0.3, report
+    assert report["rl_pass_at_1"] >= 0.9, report
     # a finished quickstart is never overwritten without --overwrite
     again = subprocess.run([sys.executable, "-m", "alignrl.cli", "quickstart", "--out", str(out)], cwd=REPO,
                            capture_output=True, text=True, timeout=300)

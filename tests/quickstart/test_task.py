@@ -14,6 +14,7 @@ from alignrl.quickstart.task import (
     make_demonstrations,
     make_prompts,
     parse_prompt,
+    solution,
     split_of,
 )
 
@@ -30,11 +31,25 @@ def test_splits_are_disjoint_and_sized():
     assert all(split_of(*parse_prompt(r["prompt"])) == "heldout" for r in held)
 
 
-def test_prompt_format_and_answers():
-    for row in make_prompts(200, seed=3, split="heldout"):
+@pytest.mark.parametrize("spec", [TaskSpec(), TaskSpec(n_digits=4), TaskSpec(n_digits=4, max_leading_digit=9)])
+def test_prompt_format_and_answers(spec):
+    lo, hi = 10 ** (spec.n_digits - 1), (spec.max_leading_digit + 1) * 10 ** (spec.n_digits - 1) - 1
+    lengths = set()
+    for row in make_prompts(300, seed=3, split="heldout", spec=spec):
         a, b = parse_prompt(row["prompt"])
-        assert 1000 <= a <= 4999 and 1000 <= b <= 4999 and len(row["answer"]) == 4
+        assert lo <= a <= hi and lo <= b <= hi
         assert row["prompt"] == f"{a}+{b}=" and row["answer"] == str(a + b)
+        lengths.add(len(row["answer"]))
+    # leading digits <= 4: the sum never gets an extra digit, so every answer has the same length
+    assert lengths == ({spec.n_digits} if spec.max_leading_digit <= 4 else {spec.n_digits, spec.n_digits + 1})
+
+
+def test_default_format():
+    spec = TaskSpec()
+    assert (spec.n_digits, spec.max_leading_digit, spec.bug_column, spec.separator) == (3, 4, 1, "")
+    # 482+396: units 2+6=8 (carry 0), tens 8+9=17 (1), hundreds 4+3+1=8 (0)
+    assert solution("482+396=", spec) == "010\\boxed{878}"
+    assert solution("4821+3967=", TaskSpec(n_digits=4, separator=" ")) == "0010 \\boxed{8788}"
 
 
 def test_deterministic_by_seed():
@@ -73,7 +88,7 @@ def test_demonstrations_correct_rows_box_the_gold_and_wrong_rows_follow_the_bug(
 def test_error_share_matches_the_stated_one():
     spec = TaskSpec()
     stats = demonstration_stats(make_demonstrations(20_000, seed=1, spec=spec))
-    expected = spec.bug_rate * bug_applies_share(spec)  # 0.65 x 0.495 = 0.322
+    expected = spec.bug_rate * bug_applies_share(spec)  # 0.65 x 0.495 = 0.322 (tens digits are uniform)
     assert abs(bug_applies_share(spec) - 0.495) < 1e-9
     assert abs(stats["wrong_share"] - expected) < 0.015
     assert stats["dropped_carry_share"] == stats["wrong_share"]
@@ -89,7 +104,7 @@ def test_error_knobs():
     rows = make_demonstrations(2000, seed=0, spec=units)
     assert abs(demonstration_stats(rows)["wrong_share"] - bug_applies_share(units)) < 0.04
     with pytest.raises(ValueError):
-        TaskSpec(bug_column=4)
+        TaskSpec(bug_column=3)
     with pytest.raises(ValueError):
         TaskSpec(bug_rate=1.5)
 

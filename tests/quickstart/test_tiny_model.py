@@ -5,7 +5,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
 from alignrl.quickstart.task import make_demonstrations
-from alignrl.quickstart.tiny_model import CHARACTERS, PRESETS, build_model, build_tokenizer, count_parameters
+from alignrl.quickstart.tiny_model import BOXED, CHARACTERS, PRESETS, build_model, build_tokenizer, count_parameters
 
 
 def test_every_task_character_round_trips():
@@ -17,10 +17,13 @@ def test_every_task_character_round_trips():
     for r in rows[:50]:
         text = str(r["prompt"]) + str(r["completion"])
         ids = tok(text)["input_ids"]
-        assert len(ids) == len(text)  # one token per character, no BOS/EOS added
+        # one token per character, except "\\boxed{" (one token); no BOS/EOS added
+        assert len(ids) == len(text) - (len(BOXED) - 1) * text.count(BOXED)
         assert tok.decode(ids) == text
     every = "".join(CHARACTERS)
     assert tok.decode(tok(every)["input_ids"]) == every  # spaces and newlines survive
+    assert tok.convert_ids_to_tokens(tok("x\\boxed{1}")["input_ids"]) == ["x", BOXED, "1", "}"]
+    assert tok.decode(tok("\\boxed \\boxed{")["input_ids"]) == "\\boxed \\boxed{"
     assert {tok.pad_token, tok.bos_token, tok.eos_token, tok.unk_token} == {"<pad>", "<s>", "</s>", "<unk>"}
     assert len({tok.pad_token_id, tok.bos_token_id, tok.eos_token_id, tok.unk_token_id}) == 4
     assert tok.decode(tok("12+3=")["input_ids"] + [tok.eos_token_id], skip_special_tokens=True) == "12+3="
@@ -32,12 +35,11 @@ def test_presets_are_llama_with_vllm_head_dim(preset):
     assert isinstance(model, LlamaForCausalLM)
     head_dim = model.config.head_dim
     assert head_dim >= 32 and head_dim in (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
-    assert model.config.num_attention_heads * head_dim == model.config.hidden_size
-    assert model.config.max_position_embeddings >= 64  # prompt (10) + completion (<= 19) + EOS, with slack
+    assert model.config.max_position_embeddings >= 64  # prompt + completion + EOS is < 30 tokens
 
 
 def test_quickstart_preset_size():
-    assert 0.7e6 < count_parameters(build_model(build_tokenizer(), preset="quickstart")) < 0.9e6
+    assert 0.9e6 < count_parameters(build_model(build_tokenizer(), preset="quickstart")) < 1.1e6
 
 
 def test_head_dim_below_32_refused():
