@@ -26,7 +26,8 @@ class LoraConfig:
 class ModelConfig:
     path: str  # Hugging Face model folder or hub name of the starting (SFT/BC) policy
     reference: str | None = None  # frozen KL reference; None = the starting policy. Demo-KL points at a BC checkpoint
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 where the hardware has it
+    # auto: float32 trainable weights, bf16 frozen ones (reference, LoRA base) where the hardware has it
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     gradient_checkpointing: bool = False
     lora: LoraConfig | None = None
     trust_remote_code: bool = False

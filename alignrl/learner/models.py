@@ -33,8 +33,8 @@ def load_tokenizer(config: ModelConfig) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
-def load_causal_lm(path: str, config: ModelConfig, key: str) -> PreTrainedModel:
-    kwargs = {"dtype": resolve_dtype(config.dtype), "trust_remote_code": config.trust_remote_code}
+def load_causal_lm(path: str, config: ModelConfig, key: str, dtype: str | None = None) -> PreTrainedModel:
+    kwargs = {"dtype": resolve_dtype(dtype or config.dtype), "trust_remote_code": config.trust_remote_code}
     if config.attn_implementation:
         kwargs["attn_implementation"] = config.attn_implementation
     try:
@@ -62,8 +62,14 @@ def apply_lora(model: PreTrainedModel, lora: LoraConfig) -> PreTrainedModel:
 
 
 def load_policy(config: ModelConfig) -> PreTrainedModel:
-    """The trainable policy: full weights, or LoRA adapters on frozen base weights."""
-    model = load_causal_lm(config.path, config, "model.path")
+    """The trainable policy: full weights, or LoRA adapters on frozen base weights.
+
+    With ``dtype: auto``, full fine-tuning keeps float32 master weights (bf16 *compute* comes from
+    ``trainer.mixed_precision``): AdamW steps at RL learning rates (~1e-6) are below bf16's resolution and would be
+    rounded away. With LoRA the frozen base loads in bf16 where supported (peft keeps the adapters in float32).
+    ``dtype: bfloat16`` forces pure-bf16 weights, to save memory at that cost."""
+    full_weights_auto = config.dtype == "auto" and config.lora is None
+    model = load_causal_lm(config.path, config, "model.path", "float32" if full_weights_auto else None)
     if config.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     if config.lora is not None:
