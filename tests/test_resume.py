@@ -47,7 +47,9 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, base_recipe):
     reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
     finish(alignrl(str(recipe_file(tmp_path, base_recipe, reference))))
 
-    kill_after = random.Random(os.getpid()).randint(1, STEPS - 2)  # a random step, reported on failure
+    # Kill once step k is logged (k random, reported on failure). Step k is logged after checkpoint k-1 was written,
+    # so k >= 2 leaves a complete checkpoint to resume from; the kill may land mid-save of checkpoint k.
+    kill_after = random.Random(os.getpid()).randint(2, STEPS - 2)
     process = alignrl(str(recipe_file(tmp_path, base_recipe, interrupted)))
     metrics = interrupted / "metrics.jsonl"
     deadline = time.time() + 300
