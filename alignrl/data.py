@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,17 @@ class DataError(ValueError):
     """A data file or row that cannot be used; the message names the file and the row."""
 
 
+def parse_jsonl(lines: Iterable[str], source: str | Path) -> Iterator[tuple[int, Any]]:
+    """``(line number, value)`` for each non-blank JSON line; a line that is not JSON is a DataError naming it."""
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{source}, line {number}: not valid JSON ({err.msg})") from err
+
+
 def load_rows(source: str, split: str = "train") -> list[dict[str, Any]]:
     """Rows of a JSON/JSONL/Parquet/CSV file, or of a hub dataset ``source`` (its ``split``)."""
     path = Path(source).expanduser()
@@ -24,14 +36,8 @@ def load_rows(source: str, split: str = "train") -> list[dict[str, Any]]:
         if not path.is_file():
             raise DataError(f"{source}: data file not found")
         rows = []
-        with path.open() as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise DataError(f"{source}, line {number}: not valid JSON ({err.msg})") from err
+        with path.open(encoding="utf-8") as handle:
+            for number, row in parse_jsonl(handle, source):
                 if not isinstance(row, dict):
                     raise DataError(f"{source}, line {number}: expected a JSON object, got {type(row).__name__}")
                 rows.append(row)

@@ -5,6 +5,8 @@ Marked ``gpu``: skipped by the default and the CI command; run with ``pytest -m 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -64,8 +66,6 @@ def test_sft_in_bf16_on_gpu(tmp_path):
     params = SFTParams(learning_rate=3e-3, max_steps=30, per_device_train_batch_size=64, logging_steps=5,
                        progress_bar=False)
     run_sft(model, tokenizer, rows, tmp_path / "bc", params)
-    import json
-
     state = json.loads((tmp_path / "bc" / "trainer_state.json").read_text())
     losses = [h["loss"] for h in state["log_history"] if "loss" in h]
     assert losses[-1] < 0.6 * losses[0], losses

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from alignrl.data import DataError
+from alignrl.data import DataError, parse_jsonl
 from alignrl.evaluation.metrics import compute_metrics, default_ks
 from alignrl.evaluation.report import (EvalError, package_versions, prepare_out_dir, weights_fingerprint,
                                       write_outputs)
@@ -97,13 +97,7 @@ def _read_file(path: Path) -> list[dict[str, Any]]:
             raise DataError(f"{path}, line {err.lineno}: not valid JSON ({err.msg})") from err
         return [_check_row(row, f"{path}, item {i}", i) for i, row in enumerate(rows)]
     problems = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}, line {number}: not valid JSON ({err.msg})") from err
+    for number, row in parse_jsonl(text.splitlines(), path):
         problems.append(_check_row(row, f"{path}, line {number}", len(problems)))
     return problems
 

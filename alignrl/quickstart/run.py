@@ -70,7 +70,8 @@ def run_quickstart(out: str | Path, seed: int = 0, overwrite: bool = False,
     t_bc = time.perf_counter()
     run_sft(model, tokenizer, demos, out / "bc", sft)
     bc_seconds = time.perf_counter() - t_bc
-    bc_eval = evaluate_model(out / "bc", out / "data" / "heldout.jsonl")
+    max_new_tokens = settings.grpo["rollout"]["max_new_tokens"]
+    bc_eval = evaluate_model(out / "bc", out / "data" / "heldout.jsonl", max_new_tokens)
 
     recipe = {**settings.grpo, "model": {"path": str(out / "bc")},
               "data": {"train": str(out / "data" / "rl_prompts.jsonl"), "eval": str(out / "data" / "heldout.jsonl")}}
@@ -79,7 +80,7 @@ def run_quickstart(out: str | Path, seed: int = 0, overwrite: bool = False,
     run_dir = train(load_config(base=recipe))
     rl_seconds = time.perf_counter() - t_rl
     final = sorted(run_dir.glob("checkpoint-*"))[-1]
-    rl_eval = evaluate_model(final, out / "data" / "heldout.jsonl")
+    rl_eval = evaluate_model(final, out / "data" / "heldout.jsonl", max_new_tokens)
     plot_run(run_dir, out / "grpo_curves.png")
 
     report = {
@@ -96,7 +97,7 @@ def run_quickstart(out: str | Path, seed: int = 0, overwrite: bool = False,
     return report
 
 
-def evaluate_model(model_dir: Path, prompts_file: Path) -> dict[str, float]:
+def evaluate_model(model_dir: Path, prompts_file: Path, max_new_tokens: int) -> dict[str, float]:
     """Greedy pass@1 of a saved model on a prompt file, scored by the math reward (same code as training eval)."""
     from alignrl.config.schema import DataConfig, RewardFunctionConfig
     from alignrl.data import prepare_prompts
@@ -106,7 +107,7 @@ def evaluate_model(model_dir: Path, prompts_file: Path) -> dict[str, float]:
     from alignrl.rollout.hf_engine import HFEngine
 
     engine = HFEngine.from_pretrained(str(model_dir), dtype="float32")
-    params = SamplingParams(n=1, temperature=0.0, max_new_tokens=16)
+    params = SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens)
     prompts = prepare_prompts(str(prompts_file), "train", DataConfig(train=str(prompts_file)), engine.tokenizer,
                               None, params.max_new_tokens)
     records = evaluate_prompts(engine, prompts, list(range(len(prompts))), params,
