@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from alignrl.batch import build_batch
-from alignrl.learner.learner import token_logprobs
 from alignrl.quickstart.tiny_model import build_model, build_tokenizer
 from alignrl.rollout import SamplingParams, build_engine
 
@@ -34,16 +33,27 @@ def test_groups_shapes_and_finish_reasons(engine):
         assert completion.finish_reason == "stop" or len(completion.token_ids) == 10
 
 
-@pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.7, 0.9), (0.0, 1.0)])
-def test_logprobs_match_learner_forward(engine, temperature, top_p):
-    torch.manual_seed(1)
-    prompts = encode(engine, ["4821+3967=", "10+20="])
-    groups = engine.generate(prompts, SamplingParams(n=2, temperature=temperature, top_p=top_p, max_new_tokens=12))
-    batch = build_batch(prompts, groups, ["a", "b"], [{}, {}], engine.tokenizer.pad_token_id)
+def padded_logprobs(model, batch, temperature: float) -> torch.Tensor:
+    """The learner's recompute: one padded forward over prompt + completion, log_softmax(logits / T) (T=0: 1)."""
+    ids = torch.cat([batch.prompt_ids, batch.completion_ids], 1)
+    mask = torch.cat([batch.prompt_mask, batch.completion_mask], 1)
+    positions = (mask.cumsum(1) - 1).clamp(min=0)
     with torch.no_grad():
-        logp, _ = token_logprobs(engine.model, batch, temperature)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits.float()
+    logits = logits[:, batch.prompt_ids.shape[1] - 1:-1] / (temperature or 1.0)
+    return torch.log_softmax(logits, -1).gather(-1, batch.completion_ids[..., None]).squeeze(-1)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.8, 0.0])
+def test_logprobs_match_learner_forward(engine, temperature):
+    """Untruncated sampling (top_k 0, top_p 1): the engine's log-probs are what a padded learner forward gives."""
+    prompts = encode(engine, ["4821+3967=", "10+20="])
+    params = SamplingParams(n=2, temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=12, seed=1)
+    groups = engine.generate(prompts, params)
+    batch = build_batch(prompts, groups, ["a", "b"], [{}, {}], engine.tokenizer.pad_token_id)
+    logp = padded_logprobs(engine.model, batch, temperature)
     mask = batch.completion_mask.bool()
-    assert torch.allclose(logp[mask], batch.sampler_logp[mask], atol=1e-4)
+    assert torch.allclose(logp[mask], batch.sampler_logp[mask], atol=1e-5)
 
 
 def test_greedy_is_deterministic(engine):
@@ -75,6 +85,7 @@ def test_batch_packs_groups_and_micro_batches(engine):
     assert [r["i"] for r in batch.rows] == [0, 0, 1, 1, 2, 2]
     assert batch.prompt_mask.sum(1).tolist() == [4, 4, 6, 6, 8, 8]
     batch.keep = torch.tensor([True, True, False, False, True, True])
-    micro = batch.micro_batches(4)  # 2 groups each; the dropped group leaves the first with 2 rows
-    assert [m.size for m in micro] == [2, 2]
+    micro = batch.micro_batches(2)  # packed after filtering: at most 2 kept rows each, whole groups
+    assert [m.size for m in micro] == [2, 2] and [m.rows[0]["i"] for m in micro] == [0, 2]
     assert micro[0].prompt_ids.shape[1] == 4  # trimmed to its own widest prompt
+    assert [m.size for m in batch.micro_batches(4)] == [4]  # the dropped group leaves room for the next

@@ -1,6 +1,8 @@
 """Rollout engines behind one narrow interface. Importing this package registers the built-in engines."""
 
-from alignrl.rollout.base import Completion, RolloutEngine, SamplingParams, build_engine, register_engine
-from alignrl.rollout import hf_engine as _hf_engine  # noqa: F401  (registers "hf")
+from alignrl.rollout.base import (Completion, RolloutEngine, SamplingParams, WeightUpdate, build_engine,
+                                  engine_settings_class, register_engine, registered_engines)
+from alignrl.rollout.hf_engine import HFEngineSettings  # registers "hf"
 
-__all__ = ["Completion", "RolloutEngine", "SamplingParams", "build_engine", "register_engine"]
+__all__ = ["Completion", "HFEngineSettings", "RolloutEngine", "SamplingParams", "WeightUpdate", "build_engine",
+           "engine_settings_class", "register_engine", "registered_engines"]

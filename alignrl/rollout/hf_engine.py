@@ -1,57 +1,41 @@
 """Rollout engine on transformers ``generate``: batched sampling that also returns sampled-token log-probs.
 
-Log-probs are of the tempered distribution ``log_softmax(logits / T)`` before top-k/top-p truncation, which is
-exactly what the learner recomputes, so the PPO ratio starts at 1 (up to numerics). Greedy decoding
-(``temperature == 0``) reports log-probs of the untempered distribution.
+Log-probs follow the contract in :mod:`alignrl.rollout.base`: the distribution actually sampled (constraints,
+temperature, top-k, top-p, renormalised). With ``top_k == 0`` and ``top_p == 1`` that is the tempered
+``log_softmax(logits / T)`` the learner recomputes, so the PPO ratio starts at 1 (up to numerics). Greedy decoding
+(``temperature == 0``) reports log-probs of the untempered distribution. The checkpoint's own
+``generation_config.json`` does not change rollouts unless ``use_model_generation_config`` is set.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import copy
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig, LogitsProcessor,
-                          LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria,
-                          StoppingCriteriaList)
+                          LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteriaList)
 from transformers.generation.logits_process import (TemperatureLogitsWarper, TopKLogitsWarper,
                                                     TopPLogitsWarper)
 
-from alignrl.rollout.base import Completion, RolloutEngine, SamplingParams, register_engine
+from alignrl.rollout.base import (Completion, RolloutEngine, SamplingParams, WeightUpdate, register_engine,
+                                  resolve_dtype)
+from alignrl.rollout.hf_sampling import Constrain, RecordLogprobs, StopOnStrings, generation_config, seeded
+from alignrl.rollout.hf_weights import (generation_module, is_peft_model, load_full, load_lora, unwrap_lora,
+                                        wrap_lora)
 
 
-class _RecordLogprobs(LogitsProcessor):
-    """Keeps log_softmax of the scores it sees; at the next step gathers the token that was sampled from them."""
+@dataclass
+class HFEngineSettings:
+    """Settings of the ``hf`` engine (transformers ``generate``)."""
 
-    def __init__(self) -> None:
-        self.previous: Tensor | None = None
-        self.chosen: list[Tensor] = []
-
-    def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
-        if self.previous is not None:
-            self.chosen.append(self.previous.gather(-1, input_ids[:, -1:]).squeeze(-1))
-        self.previous = torch.log_softmax(scores.float(), dim=-1)
-        return scores
-
-    def finish(self, last_tokens: Tensor) -> Tensor:
-        """[B, steps] log-probs of the generated tokens, given the tokens of the last step."""
-        if self.previous is not None:
-            self.chosen.append(self.previous.gather(-1, last_tokens[:, None]).squeeze(-1))
-        return torch.stack(self.chosen, dim=1) if self.chosen else torch.zeros(last_tokens.shape[0], 0)
-
-
-class _StopOnStrings(StoppingCriteria):
-    """Stops a row once a stop string appears in its newest tokens (works with any tokenizer, multi-character
-    tokens included: the string may end inside the last token)."""
-
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, stop: list[str], prompt_width: int):
-        self.tokenizer, self.stop, self.prompt_width = tokenizer, stop, prompt_width
-        self.window = max(len(s) for s in stop) + 2  # a token spans at least one character, bar specials
-
-    def __call__(self, input_ids: Tensor, scores: Tensor, **kwargs) -> Tensor:
-        tails = input_ids[:, max(self.prompt_width, input_ids.shape[1] - self.window):].tolist()
-        texts = self.tokenizer.batch_decode(tails, skip_special_tokens=True)
-        return torch.tensor([any(s in t for s in self.stop) for t in texts], device=input_ids.device)
+    generation_batch_size: int | None = None  # prompts per generate call (each with its n samples); None = all
+    share_weights: bool = True  # built from an in-memory model: generate with that very module (zero-copy, pushes
+    # are free); False = deep-copy it, so the engine owns separate weights that only change through load_weights
+    use_model_generation_config: bool = False  # True: the checkpoint's generation_config.json logits processors
+    # (repetition penalty, bad words, min length...) apply to rollouts; its sampling fields (temperature, top-k/p,
+    # min-p, typical-p...) never do: SamplingParams decides those. False: nothing from it applies
 
 
 def _left_pad(prompts: list[list[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -64,30 +48,88 @@ def _left_pad(prompts: list[list[int]], pad_id: int, device: torch.device) -> tu
     return ids.to(device), mask.to(device)
 
 
-class HFEngine(RolloutEngine):
-    """Samples with ``model.generate``. By default it shares the learner's module, so weight pushes are free."""
+def _check_params(prompts: list[list[int]], params: SamplingParams) -> None:
+    checks = [(params.n >= 1, f"n must be >= 1, got {params.n}"),
+              (params.temperature >= 0, f"temperature must be >= 0, got {params.temperature}"),
+              (0 < params.top_p <= 1, f"top_p must be in (0, 1], got {params.top_p}"),
+              (params.top_k >= 0, f"top_k must be >= 0 (0 = off), got {params.top_k}"),
+              (params.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {params.max_new_tokens}"),
+              (all(len(p) > 0 for p in prompts), "every prompt needs at least one token")]
+    allowed = params.allowed_token_ids
+    if allowed is not None:
+        checks += [(len(allowed) == len(prompts), f"allowed_token_ids has {len(allowed)} lists for "
+                    f"{len(prompts)} prompts (one list per prompt)"),
+                   (all(len(ids) > 0 for ids in allowed), "every allowed_token_ids list needs at least one id")]
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(f"SamplingParams: {message}")
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, shares_weights: bool = True,
-                 generation_batch_size: int | None = None):
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
+class HFEngine(RolloutEngine):
+    """Samples with ``model.generate``. Build it with :func:`alignrl.rollout.build_engine` (``"hf"``),
+    :meth:`from_model` or :meth:`from_pretrained`; the constructor takes the module to generate with as is."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                 settings: HFEngineSettings | None = None, *, shares_learner_weights: bool = False):
         self.model, self.tokenizer = model, tokenizer
-        self.shares_weights = shares_weights
-        self.generation_batch_size = generation_batch_size
+        self.settings = settings or HFEngineSettings()
+        self._shares = shares_learner_weights
+        self.weights_version = -1
         self.eos_ids = self._eos_ids()
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
 
     @classmethod
-    def from_pretrained(cls, path: str, dtype: torch.dtype | str = "auto", device: str | None = None,
-                        **kwargs) -> "HFEngine":
-        """An engine that owns its model (for evaluation of any Hugging Face folder or hub name)."""
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    def from_model(cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                   settings: HFEngineSettings | None = None, *, dtype: str | torch.dtype = "auto",
+                   device: str | None = None) -> "HFEngine":
+        """An engine on the learner's in-memory ``model``: that module (``share_weights``) or a deep copy."""
+        settings = settings or HFEngineSettings()
+        dtype = resolve_dtype(dtype)
+        param = next(model.parameters())
+        if settings.share_weights:
+            if dtype != "auto" and dtype != param.dtype:
+                raise ValueError(f"share_weights=True serves the learner's {param.dtype} module; it cannot run in "
+                                 f"{dtype} (set share_weights=False for a converted copy)")
+            if device is not None and not _same_device(torch.device(device), param.device):
+                raise ValueError(f"share_weights=True serves the learner's module on {param.device}, not {device} "
+                                 f"(set share_weights=False for a copy there)")
+            return cls(model, tokenizer, settings, shares_learner_weights=True)
+        own = copy.deepcopy(model)
+        own.requires_grad_(False)
+        for param in own.parameters():
+            param.grad = None  # deepcopy copies the learner's gradients too
+        if dtype != "auto" or device is not None:
+            own.to(**({"dtype": dtype} if dtype != "auto" else {}), **({"device": device} if device else {}))
+        return cls(own, tokenizer, settings, shares_learner_weights=False)
+
+    @classmethod
+    def from_pretrained(cls, path: str, dtype: str | torch.dtype = "auto", device: str | None = None,
+                        settings: HFEngineSettings | None = None,
+                        tokenizer: PreTrainedTokenizerBase | None = None) -> "HFEngine":
+        """An engine that owns its model, loaded from a Hugging Face folder or hub name (CPU unless ``device``)."""
+        tokenizer = tokenizer if tokenizer is not None else AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype))
+        model.requires_grad_(False)
         if device:
             model.to(device)
-        return cls(model, tokenizer, shares_weights=False, **kwargs)
+        return cls(model, tokenizer, settings, shares_learner_weights=False)
+
+    @property
+    def shares_learner_weights(self) -> bool:
+        return self._shares
+
+    @property
+    def generation_batch_size(self) -> int | None:
+        return self.settings.generation_batch_size
 
     def _eos_ids(self) -> list[int]:
-        ids = self.model.generation_config.eos_token_id if self.model.generation_config is not None else None
-        ids = ids if isinstance(ids, list) else [ids] if ids is not None else []
+        config = generation_module(self.model).generation_config
+        ids = config.eos_token_id if config is not None else None
+        ids = list(ids) if isinstance(ids, (list, tuple)) else [ids] if ids is not None else []
         if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
             ids.append(self.tokenizer.eos_token_id)
         if not ids:
@@ -96,37 +138,56 @@ class HFEngine(RolloutEngine):
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Completion]]:
+        _check_params(prompts, params)
+        if not prompts:
+            return []
         expanded = [p for p in prompts for _ in range(params.n)]
-        chunk = (self.generation_batch_size or len(prompts)) * params.n
+        row_prompt = [i for i in range(len(prompts)) for _ in range(params.n)]
+        chunk = (self.settings.generation_batch_size or len(prompts)) * params.n
+        module = generation_module(self.model)
+        saved_config = module.generation_config
+        config = generation_config(params, self.eos_ids, self.pad_id,
+                                   saved_config if self.settings.use_model_generation_config else None)
+        device = next(self.model.parameters()).device
         flat: list[Completion] = []
         was_training = self.model.training
         self.model.eval()
+        module.generation_config = copy.deepcopy(config)  # transformers merges this one's fields in: no leaks
         try:
-            for start in range(0, len(expanded), chunk):
-                flat.extend(self._generate_chunk(expanded[start:start + chunk], params))
+            with seeded(params.seed, device):
+                for start in range(0, len(expanded), chunk):
+                    flat.extend(self._generate_chunk(expanded[start:start + chunk], row_prompt[start:start + chunk],
+                                                     params, config, device))
         finally:
+            module.generation_config = saved_config
             self.model.train(was_training)
         return [flat[i * params.n:(i + 1) * params.n] for i in range(len(prompts))]
 
-    def _generate_chunk(self, prompts: list[list[int]], params: SamplingParams) -> list[Completion]:
-        device = next(self.model.parameters()).device
-        input_ids, attention_mask = _left_pad(prompts, self.pad_id, device)
-        greedy = params.temperature == 0
-        recorder = _RecordLogprobs()
+    def _processors(self, row_prompt: list[int], params: SamplingParams,
+                    prompt_width: int) -> tuple[list[LogitsProcessor], RecordLogprobs]:
+        """Constraints -> temperature -> top-k -> top-p -> recorder (last: it sees the sampled distribution)."""
         processors: list[LogitsProcessor] = []
-        if not greedy and params.temperature != 1.0:
-            processors.append(TemperatureLogitsWarper(params.temperature))
+        if params.allowed_token_ids is not None or params.logits_processor is not None:
+            processors.append(Constrain(row_prompt, params.allowed_token_ids, params.logits_processor,
+                                        prompt_width, self.eos_ids))
+        if params.temperature > 0:
+            if params.temperature != 1.0:
+                processors.append(TemperatureLogitsWarper(params.temperature))
+            if params.top_k > 0:
+                processors.append(TopKLogitsWarper(params.top_k))
+            if params.top_p < 1.0:
+                processors.append(TopPLogitsWarper(params.top_p))
+        recorder = RecordLogprobs()
         processors.append(recorder)
-        if not greedy and params.top_k > 0:
-            processors.append(TopKLogitsWarper(params.top_k))
-        if not greedy and params.top_p < 1.0:
-            processors.append(TopPLogitsWarper(params.top_p))
-        config = GenerationConfig(do_sample=not greedy, temperature=1.0, top_p=1.0, top_k=None,
-                                  max_new_tokens=params.max_new_tokens, eos_token_id=self.eos_ids,
-                                  pad_token_id=self.pad_id, use_cache=True)
+        return processors, recorder
+
+    def _generate_chunk(self, prompts: list[list[int]], row_prompt: list[int], params: SamplingParams,
+                        config: GenerationConfig, device: torch.device) -> list[Completion]:
+        input_ids, attention_mask = _left_pad(prompts, self.pad_id, device)
+        processors, recorder = self._processors(row_prompt, params, input_ids.shape[1])
         stopping = StoppingCriteriaList()
         if params.stop:
-            stopping.append(_StopOnStrings(self.tokenizer, params.stop, input_ids.shape[1]))
+            stopping.append(StopOnStrings(self.tokenizer, params.stop, input_ids.shape[1]))
         output = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config,
                                      logits_processor=LogitsProcessorList(processors), stopping_criteria=stopping)
         generated = output[:, input_ids.shape[1]:].cpu()
@@ -152,18 +213,30 @@ class HFEngine(RolloutEngine):
         lps = logprobs[:length].tolist() if logprobs is not None else []
         return Completion(token_ids=ids, logprobs=lps, text=text, finish_reason=finish)
 
-    def load_weights(self, weights: Iterable[tuple[str, Tensor]]) -> None:
-        if self.shares_weights:
-            return  # same module as the learner: nothing to copy
-        state = dict(weights)
-        missing, unexpected = self.model.load_state_dict(state, strict=False)
-        if unexpected:
-            raise KeyError(f"weights not in the rollout model: {unexpected[:5]}")
+    def load_weights(self, update: WeightUpdate) -> None:
+        """Sharing: record the version only. Otherwise copy full weights, or LoRA adapters (wrapping the model
+        with peft on the first LoRA update; never merged, so the base weights stay bit-identical)."""
+        if self._shares:
+            self.weights_version = update.version
+            return
+        if update.lora is None:
+            if is_peft_model(self.model):
+                self.model = unwrap_lora(self.model)  # full weights replace base and adapters alike
+            load_full(self.model, update.buckets)
+        else:
+            if not is_peft_model(self.model):
+                self.model = wrap_lora(self.model, update.lora)
+            load_lora(self.model, update.buckets)
+        self.weights_version = update.version
 
     def close(self) -> None:
         self.model = None  # type: ignore[assignment]
 
 
-@register_engine("hf")
-def _build_hf_engine(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, **kwargs) -> HFEngine:
-    return HFEngine(model, tokenizer, generation_batch_size=kwargs.get("generation_batch_size"))
+@register_engine("hf", HFEngineSettings)
+def _build_hf_engine(settings: HFEngineSettings, *, model: PreTrainedModel | None, model_path: str | None,
+                     tokenizer: PreTrainedTokenizerBase | None, dtype: str | torch.dtype,
+                     device: str | None) -> HFEngine:
+    if model is not None:
+        return HFEngine.from_model(model, tokenizer, settings, dtype=dtype, device=device)
+    return HFEngine.from_pretrained(model_path, dtype=dtype, device=device, settings=settings, tokenizer=tokenizer)

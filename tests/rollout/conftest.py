@@ -1,0 +1,77 @@
+"""Fixtures of the rollout-engine tests: the tiny model, prompt encoding, teacher-forced logits, bucketing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+import pytest
+import torch
+from torch import Tensor
+
+from alignrl.quickstart.tiny_model import build_model, build_tokenizer
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return build_tokenizer()
+
+
+@pytest.fixture()
+def make_model(tokenizer) -> Callable[..., torch.nn.Module]:
+    """``make_model(seed=0)``: a fresh tiny float32 Llama."""
+    return lambda seed=0: build_model(tokenizer, preset="test", seed=seed)
+
+
+@pytest.fixture()
+def encode(tokenizer) -> Callable[[list[str]], list[list[int]]]:
+    return lambda texts: [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+def _completion_logits(model: torch.nn.Module, prompt: list[int], completion: list[int]) -> Tensor:
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([prompt + completion])).logits[0].float()
+    model.train(was_training)
+    return logits[len(prompt) - 1:len(prompt) - 1 + len(completion)]
+
+
+@pytest.fixture()
+def completion_logits() -> Callable[[torch.nn.Module, list[int], list[int]], Tensor]:
+    """``completion_logits(model, prompt, completion)``: [len(completion), V] teacher-forced logits, row i being
+    the distribution completion[i] was drawn from (one unpadded sequence, no cache)."""
+    return _completion_logits
+
+
+@pytest.fixture()
+def recompute() -> Callable[..., Tensor]:
+    """``recompute(model, prompt, completion, temperature)``: log_softmax(logits / T) of the completion tokens
+    (T == 0: untempered), what the learner computes."""
+
+    def fn(model: torch.nn.Module, prompt: list[int], completion: list[int], temperature: float) -> Tensor:
+        logits = _completion_logits(model, prompt, completion)
+        logits = logits / temperature if temperature > 0 else logits
+        return torch.log_softmax(logits, -1).gather(-1, torch.tensor(completion)[:, None]).squeeze(-1)
+
+    return fn
+
+
+def bucketize(named: Iterable[tuple[str, Tensor]], bucket_bytes: int = 64 * 1024) -> Iterator[list[tuple[str, Tensor]]]:
+    """Lazily group (name, tensor) pairs into lists of at most ``bucket_bytes`` (a bigger tensor goes alone)."""
+    bucket: list[tuple[str, Tensor]] = []
+    size = 0
+    for name, tensor in named:
+        nbytes = tensor.numel() * tensor.element_size()
+        if bucket and size + nbytes > bucket_bytes:
+            yield bucket
+            bucket, size = [], 0
+        bucket.append((name, tensor.detach().clone()))
+        size += nbytes
+    if bucket:
+        yield bucket
+
+
+@pytest.fixture()
+def buckets() -> Callable[..., Iterator[list[tuple[str, Tensor]]]]:
+    """``buckets(state_dict_items, bucket_bytes=64 KiB)``: see :func:`bucketize`."""
+    return bucketize
