@@ -5,23 +5,26 @@ from __future__ import annotations
 from typing import Any
 
 from alignrl.data import PromptSet
+from alignrl.rewards.base import RewardInputs
 from alignrl.rewards.scoring import RewardSet
 from alignrl.rollout.base import RolloutEngine, SamplingParams
 
 
 def evaluate_prompts(engine: RolloutEngine, prompts: PromptSet, indices: list[int], params: SamplingParams,
-                     rewards: RewardSet, term: int = 0, batch_size: int = 64) -> list[dict[str, Any]]:
+                     rewards: RewardSet, term: int | str = 0, batch_size: int = 64) -> list[dict[str, Any]]:
     """Sample ``params.n`` completions for each prompt in ``indices``; a sample is correct when the chosen reward
-    term scores it above zero. Returns one record per sample."""
+    term (an index into ``rewards.terms`` or a name) scores it above zero. Only that term is run (even at weight
+    0). Returns one record per sample."""
+    name = rewards.terms[term].name if isinstance(term, int) else rewards.term(term).name
     records = []
     for start in range(0, len(indices), batch_size):
         chunk = indices[start:start + batch_size]
         groups = engine.generate([prompts.token_ids[i] for i in chunk], params)
         flat = [(i, c) for i, group in zip(chunk, groups) for c in group]
-        _, parts = rewards.score([prompts.texts[i] for i, _ in flat], [c.text for _, c in flat],
-                                 [prompts.rows[i] for i, _ in flat], [c.finish_reason for _, c in flat],
-                                 [c.token_ids for _, c in flat])
-        scores = parts[rewards.terms[term].name]
+        inputs = RewardInputs.from_rows([prompts.texts[i] for i, _ in flat], [c.text for _, c in flat],
+                                        [prompts.rows[i] for i, _ in flat], [c.finish_reason for _, c in flat],
+                                        [list(c.token_ids) for _, c in flat])
+        scores = rewards.score(inputs, only=[name]).parts[name]
         for (i, completion), score in zip(flat, scores.tolist()):
             records.append({"index": i, "completion": completion.text, "reward": score, "correct": score > 0,
                             "length": len(completion.token_ids), "finish_reason": completion.finish_reason})

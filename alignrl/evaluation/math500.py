@@ -13,7 +13,6 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from alignrl.data import DataError, parse_jsonl
 from alignrl.evaluation.metrics import compute_metrics, default_ks
 from alignrl.evaluation.report import (EvalError, package_versions, prepare_out_dir, weights_fingerprint,
                                       write_outputs)
-from alignrl.rollout.base import RolloutEngine, SamplingParams
+from alignrl.rollout.base import RolloutEngine, SamplingParams, build_engine, registered_engines
 
 HUB_DATASET = "HuggingFaceH4/MATH-500"
 DEFAULT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -64,7 +63,8 @@ class Math500Config:
                   (all(1 <= k <= self.n for k in self.k), f"every --k must be between 1 and --n ({self.n})"),
                   (self.grader_workers >= 1, "--grader-workers must be >= 1"),
                   (self.grader_timeout is None or self.grader_timeout > 0, "--grader-timeout must be > 0"),
-                  (self.engine in ENGINES, f"unknown --engine {self.engine!r}; available: {', '.join(ENGINES)}"),
+                  (self.engine in registered_engines(),
+                   f"unknown --engine {self.engine!r}; available: {', '.join(registered_engines())}"),
                   (self.dtype in DTYPES, f"unknown --dtype {self.dtype!r}; one of {', '.join(DTYPES)}")]
         for ok, message in checks:
             if not ok:
@@ -141,28 +141,20 @@ def build_prompt(tokenizer: Any, problem: str, instruction: str, system_prompt: 
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
-def _hf_engine(model: str, dtype: str, device: str | None) -> RolloutEngine:
+def make_engine(name: str, model: str, dtype: str = "auto", device: str | None = None) -> RolloutEngine:
+    """Build the registered rollout engine ``name`` serving the model folder or hub name ``model`` (its default
+    settings; ``device`` None: cuda when available, else cpu)."""
     import torch
 
-    from alignrl.rollout.hf_engine import HFEngine
-
+    if name not in registered_engines():
+        raise EvalError(f"unknown --engine {name!r}; available: {', '.join(registered_engines())}")
     device = device or ("cuda" if torch.cuda.is_available() else None)
-    return HFEngine.from_pretrained(model, dtype=dtype if dtype == "auto" else getattr(torch, dtype), device=device)
-
-
-# name -> builder(model, dtype, device); a vLLM engine registers here with the same signature
-ENGINES: dict[str, Callable[[str, str, str | None], RolloutEngine]] = {"hf": _hf_engine}
-
-
-def make_engine(name: str, model: str, dtype: str = "auto", device: str | None = None) -> RolloutEngine:
-    """Build the rollout engine ``name`` serving ``model``."""
-    if name not in ENGINES:
-        raise EvalError(f"unknown --engine {name!r}; available: {', '.join(sorted(ENGINES))}")
-    return ENGINES[name](model, dtype, device)
+    return build_engine(name, None, model_path=model, dtype=dtype, device=device)
 
 
 def grader_config(cfg: Math500Config) -> Any:
-    """The grader's default ``GraderConfig`` with ``--grader-timeout`` applied."""
+    """The grader's default ``GraderConfig`` (the lenient ``DEFAULT_EXTRACTORS`` chain, recorded as
+    ``settings.extractors`` in results.json and in report.md) with ``--grader-timeout`` applied."""
     from alignrl.grading import GraderConfig
 
     config = GraderConfig()
@@ -214,6 +206,7 @@ def run_math500(cfg: Math500Config) -> dict[str, Any]:
                "settings": {**settings, "model": cfg.model, "device": cfg.device, "batch_size": cfg.batch_size,
                             "limit": cfg.limit, "k": cfg.k, "data_source": cfg.data or f"{HUB_DATASET} (test)",
                             "prompt_example": prompts[problems[0]["unique_id"]],
+                            "extractors": list(settings["grader"]["extractors"]),
                             "grader": {**settings["grader"], "workers": cfg.grader_workers}},
                "grader_stats": stats,
                "versions": package_versions(), "problems": len(problems), "generated_problems": len(pending),

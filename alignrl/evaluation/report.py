@@ -143,6 +143,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"max_tokens={sampling['max_tokens']}, seed={sampling['seed']} |",
         f"| prompt | chat template: {prompt['chat_template']}; system prompt: {prompt['system_prompt']!r}; "
         f"instruction: `{prompt['instruction']}` |",
+        f"| answer extraction | {describe_extractors(_extractors(settings))} |",
         f"| grader | {settings['grader']} |",
         f"| versions | {', '.join(f'{k} {v}' for k, v in results['versions'].items() if v)} |",
         f"| wall time | {results['wall_time_s']:.0f} s ({results['generated_problems']} problems generated, "
@@ -154,6 +155,22 @@ def render_markdown(results: dict[str, Any]) -> str:
         "## By subject", "", *_table("subject", results["by_subject"], columns), "",
     ]
     return "\n".join(lines)
+
+
+def _extractors(settings: dict[str, Any]) -> list[str]:
+    return list(settings.get("extractors") or settings.get("grader", {}).get("extractors") or [])
+
+
+def describe_extractors(extractors: list[str]) -> str:
+    """The extractor chain in order, named when it is the lenient default or the strict training chain."""
+    from alignrl.grading.config import DEFAULT_EXTRACTORS, TRAINING_EXTRACTORS
+
+    chain = " → ".join(f"`{name}`" for name in extractors) or "(none)"
+    if tuple(extractors) == DEFAULT_EXTRACTORS:
+        return f"{chain} (`DEFAULT_EXTRACTORS`: lenient, also reads answers stated in prose)"
+    if tuple(extractors) == TRAINING_EXTRACTORS:
+        return f"{chain} (`TRAINING_EXTRACTORS`: strict, boxed or explicit final answers only)"
+    return f"{chain} (custom)"
 
 
 def plot_accuracy_by_level(results: dict[str, Any], path: Path) -> Path:

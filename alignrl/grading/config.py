@@ -7,7 +7,11 @@ from dataclasses import dataclass
 REASONS = ("correct", "wrong", "no_answer", "timeout", "unparsable")
 
 #: Extractors tried in this order; the first that finds an answer wins (each takes its *last* occurrence).
+#: The lenient default, for evaluation and ``alignrl grade``: also reads answers stated in prose.
 DEFAULT_EXTRACTORS = ("boxed", "final_answer", "answer_heading", "answer_is", "bare", "last_sentence")
+#: The strict chain the ``math`` training reward uses by default: only a boxed or explicitly marked final answer
+#: counts, so a policy is never rewarded for an answer guessed from prose.
+TRAINING_EXTRACTORS = ("boxed", "final_answer", "answer_heading")
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,15 @@
-"""Per-step metrics: ``metrics.jsonl`` always, TensorBoard and Weights & Biases through ``report_to``."""
+"""Per-step metrics: ``metrics.jsonl`` always, TensorBoard and Weights & Biases through ``report_to``.
+
+A resumed run continues the same W&B run: its id is kept in ``run_dir/wandb_run_id.txt``."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
+
+WANDB_ID_FILE = "wandb_run_id.txt"
 
 
 class MetricsLogger:
@@ -28,7 +33,8 @@ class MetricsLogger:
         if "wandb" in report_to:
             import wandb
 
-            self._wandb = wandb.init(name=run_name, config=config, dir=str(run_dir), resume="allow")
+            run_id, resume = wandb_run_id(run_dir, resuming=resume_step is not None)
+            self._wandb = wandb.init(id=run_id, resume=resume, name=run_name, config=config, dir=str(run_dir))
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         if not self.enabled:
@@ -56,6 +62,21 @@ class MetricsLogger:
             self._tb.close()
         if self._wandb is not None:
             self._wandb.finish()
+
+
+def wandb_run_id(run_dir: Path, resuming: bool) -> tuple[str, str]:
+    """The W&B run id and ``resume`` mode: a resumed run reuses the id stored in ``run_dir/wandb_run_id.txt``
+    (``"must"``: continue that very run); otherwise a new id is generated and stored (``"allow"``)."""
+    import wandb
+
+    path = run_dir / WANDB_ID_FILE
+    if resuming and path.is_file() and path.read_text().strip():
+        return path.read_text().strip(), "must"
+    run_id = wandb.util.generate_id()
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(run_id + "\n")
+    os.replace(tmp, path)
+    return run_id, "allow"
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

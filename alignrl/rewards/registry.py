@@ -1,6 +1,7 @@
-"""Reward functions by name (``@register_reward``) or as ``module:function``, with their output checked.
+"""Rewards by name (``@register_reward``) or as ``package.module:attr``, with their output checked.
 
-A reward function has the signature of TRL's reward callables::
+A reward is either a :class:`~alignrl.rewards.base.Reward` subclass (the recipe's ``kwargs`` are its
+constructor's keyword arguments) or a function with the signature of TRL's reward callables::
 
     fn(prompts: list[str], completions: list[str], **columns) -> list[float]
 
@@ -17,18 +18,22 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 RewardFn = Callable[..., Sequence[float]]
+#: Keyword names the trainer passes itself; a dataset column or a recipe kwarg may not use them.
+RESERVED_COLUMNS = frozenset({"prompts", "completions", "finish_reasons", "completion_ids"})
 
-_REWARDS: dict[str, RewardFn] = {}
+_REWARDS: dict[str, Any] = {}  # name -> a reward function or a Reward subclass
 
 
 class RewardError(RuntimeError):
     """A reward function failed or returned something unusable; the message names the function."""
 
 
-def register_reward(name: str) -> Callable[[RewardFn], RewardFn]:
-    """Decorator: make ``fn`` available as ``reward.functions: [{name: <name>}]`` in recipes."""
+def register_reward(name: str) -> Callable[[Any], Any]:
+    """Decorator for a function or a ``Reward`` subclass: usable as ``reward.functions: [{name: <name>}]``."""
 
-    def decorate(fn: RewardFn) -> RewardFn:
+    def decorate(fn: Any) -> Any:
+        if not callable(fn):
+            raise TypeError(f"register_reward('{name}'): expected a function or a Reward subclass, got {fn!r}")
         if name in _REWARDS and _REWARDS[name] is not fn:
             raise ValueError(f"reward '{name}' is already registered by {_REWARDS[name].__module__}")
         _REWARDS[name] = fn
@@ -37,8 +42,8 @@ def register_reward(name: str) -> Callable[[RewardFn], RewardFn]:
     return decorate
 
 
-def resolve_reward(name: str) -> RewardFn:
-    """A registered name, or ``package.module:function`` imported on demand."""
+def resolve_reward(name: str) -> Any:
+    """The function or ``Reward`` subclass registered as ``name``, or ``package.module:attr`` imported on demand."""
     if ":" in name:
         module_name, _, attr = name.partition(":")
         try:
@@ -53,7 +58,8 @@ def resolve_reward(name: str) -> RewardFn:
 
     if name not in _REWARDS:
         known = ", ".join(sorted(_REWARDS)) or "(none)"
-        raise RewardError(f"unknown reward '{name}'; registered: {known}; or give 'package.module:function'")
+        raise RewardError(f"unknown reward '{name}'; registered: {known}; or give 'package.module:function' "
+                          f"(or 'package.module:RewardClass')")
     return _REWARDS[name]
 
 

@@ -10,7 +10,8 @@ import pytest
 from alignrl.data import DataError
 from alignrl.evaluation import cli
 from alignrl.evaluation.math500 import build_prompt, load_problems
-from alignrl.evaluation.report import read_finished
+from alignrl.evaluation.report import describe_extractors, read_finished
+from alignrl.grading.config import DEFAULT_EXTRACTORS, TRAINING_EXTRACTORS
 from alignrl.rollout.hf_engine import HFEngine
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,7 +62,10 @@ def test_end_to_end_outputs(tiny_model_dir, tmp_path, generate_calls):
     assert settings["weights"].startswith("sha256:") and settings["data"].startswith("sha256:")
     assert settings["sampling"] == {"n": 2, "temperature": 1.0, "top_p": 1.0, "max_tokens": 16, "seed": 1}
     assert settings["engine"] == "hf" and settings["prompt"]["instruction"].endswith("\\boxed{}.")
-    assert settings["grader"]["timeout"] > 0 and settings["grader"]["extractors"] and settings["k"] == [1, 2]
+    assert settings["grader"]["timeout"] > 0 and settings["k"] == [1, 2]
+    assert settings["extractors"] == settings["grader"]["extractors"] == list(DEFAULT_EXTRACTORS)  # the lenient chain
+    recorded = json.loads((out / "run_settings.json").read_text())["grader"]["extractors"]
+    assert recorded == list(DEFAULT_EXTRACTORS)
     assert "timeouts" in results["grader_stats"]
     assert {"torch", "transformers", "math-verify", "alignrl"} <= set(results["versions"])
     assert results["wall_time_s"] > 0 and results["generated_problems"] == 3
@@ -73,7 +77,16 @@ def test_end_to_end_outputs(tiny_model_dir, tmp_path, generate_calls):
         assert s["finish_reason"] in ("stop", "length") and isinstance(s["correct"], bool)
     report = (out / "report.md").read_text()
     assert "## By level" in report and "## By subject" in report and "| pass@1 |" in report
+    assert "| answer extraction | " + " → ".join(f"`{name}`" for name in DEFAULT_EXTRACTORS) in report
+    assert "`DEFAULT_EXTRACTORS`: lenient" in report
     assert (out / "accuracy_by_level.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_describe_extractors_names_the_chain():
+    assert describe_extractors(list(TRAINING_EXTRACTORS)) == \
+        "`boxed` → `final_answer` → `answer_heading` (`TRAINING_EXTRACTORS`: strict, boxed or explicit final " \
+        "answers only)"
+    assert describe_extractors(["last_number"]) == "`last_number` (custom)"
 
 
 @needs_data

@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
-from alignrl.rewards import call_reward, resolve_reward
+from alignrl.grading.config import DEFAULT_EXTRACTORS, TRAINING_EXTRACTORS
+from alignrl.rewards import MathReward, RewardError, RewardInputs, build_reward, call_reward, math_reward, \
+    resolve_reward, run_reward
 
 ROWS = [
     {"id": 0, "output": "so \\boxed{4}", "gold": "4"},
@@ -78,34 +80,91 @@ def test_cli_missing_file(tmp_path):
 
 
 def math(completions, answers, finish=None, **kwargs):
-    fn = resolve_reward("math")
-    return call_reward("math", fn, ["p"] * len(completions), completions, answer=answers,
+    """The TRL-style ``math_reward`` function through the registry's output checks."""
+    return call_reward("math", math_reward, ["p"] * len(completions), completions, answer=answers,
                        finish_reasons=finish or ["stop"] * len(completions), **kwargs)
+
+
+def score(completions, answers, finish=None, **kwargs):
+    """The registered ``math`` Reward (MathReward) built from recipe kwargs, through the output checks."""
+    n = len(completions)
+    inputs = RewardInputs(["p"] * n, completions, {"answer": answers}, finish or ["stop"] * n, [[1]] * n)
+    return run_reward("math", build_reward("math", kwargs), inputs)
 
 
 COMPLETIONS = ["\\boxed{2}", "\\boxed{3}", "no answer here at all", "\\boxed{1+1}", "\\boxed{\\frac{4}{2}}"]
 GOLDS = ["2"] * 5
 
 
+def test_math_is_registered_as_a_reward_class():
+    assert resolve_reward("math") is MathReward
+    assert isinstance(build_reward("math", {"mode": "pm1"}), MathReward)
+
+
 def test_math_reward_binary_and_pm1():
     assert math(COMPLETIONS, GOLDS) == [1.0, 0.0, 0.0, 1.0, 1.0]
     assert math(COMPLETIONS, GOLDS, mode="pm1") == [1.0, -1.0, -1.0, 1.0, 1.0]
     assert math(COMPLETIONS, GOLDS, mode="pm1", no_answer_score=-0.5) == [1.0, -1.0, -0.5, 1.0, 1.0]
+    assert score(COMPLETIONS, GOLDS).scores == [1.0, 0.0, 0.0, 1.0, 1.0]
+    assert score(COMPLETIONS, GOLDS, mode="pm1", no_answer_score=-0.5).scores == [1.0, -1.0, -0.5, 1.0, 1.0]
+
+
+def test_math_reward_info():
+    out = score(COMPLETIONS, GOLDS, finish=["length", "stop", "stop", "stop", "stop"])
+    assert out.info == {"correct": [1.0, 0.0, 0.0, 1.0, 1.0], "no_answer": [0.0, 0.0, 1.0, 0.0, 0.0],
+                        "truncated": [1.0, 0.0, 0.0, 0.0, 0.0]}
 
 
 def test_math_reward_truncated_and_columns():
     finish = ["length", "stop", "stop", "stop", "length"]
     assert math(COMPLETIONS, GOLDS, finish, truncated_score=-1.0) == [-1.0, 0.0, 0.0, 1.0, -1.0]
     assert math(COMPLETIONS, GOLDS, finish) == [1.0, 0.0, 0.0, 1.0, 1.0]  # default: graded like the others
-    fn = resolve_reward("math")
+    assert score(COMPLETIONS, GOLDS, finish, truncated_score=-1.0).scores == [-1.0, 0.0, 0.0, 1.0, -1.0]
     chat = [[{"role": "assistant", "content": c}] for c in COMPLETIONS]
-    scores = call_reward("math", fn, ["p"] * 5, chat, solution=GOLDS, answer_field="solution",
+    scores = call_reward("math", math_reward, ["p"] * 5, chat, solution=GOLDS, answer_field="solution",
                          finish_reasons=["stop"] * 5, completion_ids=[[1]] * 5)
     assert scores == [1.0, 0.0, 0.0, 1.0, 1.0] and len(scores) == len(chat)
 
 
+PROSE = ["We add them, so the answer is 5.", "Adding gives 5, and that is all.", "Final Answer: 5",
+         "# Answer\n\n5", "\\boxed{5}", "The answer is 6."]
+
+
+def test_training_default_is_strict_and_prose_needs_the_lenient_chain():
+    golds = ["5"] * len(PROSE)
+    assert TRAINING_EXTRACTORS == ("boxed", "final_answer", "answer_heading")
+    assert set(TRAINING_EXTRACTORS) < set(DEFAULT_EXTRACTORS)
+    assert math(PROSE, golds) == [0.0, 0.0, 1.0, 1.0, 1.0, 0.0]
+    strict = score(PROSE, golds)
+    assert strict.scores == [0.0, 0.0, 1.0, 1.0, 1.0, 0.0]
+    assert strict.info["no_answer"] == [1.0, 1.0, 0.0, 0.0, 0.0, 1.0]  # prose is no answer, not a wrong one
+    lenient = list(DEFAULT_EXTRACTORS)
+    assert math(PROSE, golds, extractors=lenient) == [1.0, 1.0, 1.0, 1.0, 1.0, 0.0]
+    assert score(PROSE, golds, extractors=lenient).scores == [1.0, 1.0, 1.0, 1.0, 1.0, 0.0]
+
+
+def test_math_reward_describe_records_the_grader():
+    described = build_reward("math", {"mode": "pm1", "timeout": 3}).describe()
+    assert described["extractors"] == list(TRAINING_EXTRACTORS) and described["mode"] == "pm1"
+    assert described["grader"]["timeout"] == 3.0 and described["grader"]["separators"]
+    assert described["class"].endswith("MathReward")
+    assert json.loads(json.dumps(described)) == described
+    wide = build_reward("math", {"extractors": list(DEFAULT_EXTRACTORS), "separators": ["</s>"]}).describe()
+    assert wide["extractors"] == list(DEFAULT_EXTRACTORS) and wide["grader"]["separators"] == ["</s>"]
+
+
 def test_math_reward_errors():
     with pytest.raises(Exception, match="no column 'answer'"):
-        call_reward("math", resolve_reward("math"), ["p"], ["\\boxed{1}"], gold=["1"], finish_reasons=["stop"])
+        call_reward("math", math_reward, ["p"], ["\\boxed{1}"], gold=["1"], finish_reasons=["stop"])
+    with pytest.raises(RewardError, match="reward 'math' raised KeyError.*no column 'answer'"):
+        run_reward("math", MathReward(), RewardInputs(["p"], ["\\boxed{1}"], {"gold": ["1"]}, ["stop"], [[1]]))
     with pytest.raises(Exception, match="mode"):
         math(["\\boxed{1}"], ["1"], mode="ternary")
+    with pytest.raises(RewardError, match="reward 'math'.*mode must be one of"):
+        build_reward("math", {"mode": "ternary"})
+    with pytest.raises(RewardError, match="reward 'math': unknown keyword argument 'extractor' for MathReward"):
+        build_reward("math", {"extractor": ["boxed"]})
+    with pytest.raises(RewardError, match="unknown extractor.*nope"):
+        build_reward("math", {"extractors": ["boxed", "nope"]})
+    with pytest.raises(RewardError, match="timeout must be > 0"):
+        build_reward("math", {"timeout": 0})
