@@ -34,6 +34,14 @@ class RolloutBatch:
     old_logp: Tensor | None = None  # [B, T] policy before this update (filled by the learner on the first pass)
     advantages: Tensor | None = None  # [B]
     keep: Tensor | None = None  # [B] bool: which samples enter the update
+    group_ids: Tensor | None = None  # [B] group index of each row in this rank's batch (row // K at build time)
+    token_weights: Tensor | None = None  # [B, T] from the algorithm's ``Shaped.token_weights``
+    per_sample: dict[str, Tensor] = field(default_factory=dict)  # [B] extra per-sample tensors from ``shape``
+    per_token: dict[str, Tensor] = field(default_factory=dict)  # [B, T] extra per-token tensors from ``shape``
+
+    def __post_init__(self) -> None:
+        if self.group_ids is None:
+            self.group_ids = torch.arange(self.size) // self.group_size
 
     @property
     def size(self) -> int:
@@ -65,18 +73,36 @@ class RolloutBatch:
             reward_parts={k: v[index] for k, v in self.reward_parts.items()},
             ref_logp=cut(self.ref_logp), old_logp=cut(self.old_logp),
             advantages=None if self.advantages is None else self.advantages[index],
-            keep=None if self.keep is None else self.keep[index])
+            keep=None if self.keep is None else self.keep[index], group_ids=self.group_ids[index],
+            token_weights=cut(self.token_weights), per_sample={k: v[index] for k, v in self.per_sample.items()},
+            per_token={k: cut(v) for k, v in self.per_token.items()})
+
+    def attach(self, shaped: Any) -> None:
+        """Take an algorithm's :class:`~alignrl.algorithms.Shaped` onto the batch (flattened to rows)."""
+        self.advantages, self.keep = shaped.advantages.flatten(), shaped.keep.flatten()
+        self.token_weights = shaped.token_weights
+        self.per_sample = {k: v.flatten() for k, v in shaped.per_sample.items()}
+        self.per_token = dict(shaped.per_token)
+
+    def kept_groups(self) -> list[list[int]]:
+        """Row indices of the kept samples, one list per group that kept any (filters may leave fewer than K)."""
+        keep = self.keep if self.keep is not None else torch.ones(self.size, dtype=torch.bool)
+        groups: dict[int, list[int]] = {}
+        for row in keep.nonzero().flatten().tolist():
+            groups.setdefault(int(self.group_ids[row]), []).append(row)
+        return list(groups.values())
 
     def micro_batches(self, micro_batch_size: int) -> list["RolloutBatch"]:
-        """Split into micro-batches of whole groups (at least one group each), dropping rows not kept."""
-        groups_per = max(1, micro_batch_size // self.group_size)
-        keep = self.keep if self.keep is not None else torch.ones(self.size, dtype=torch.bool)
-        out = []
-        for start in range(0, self.num_groups, groups_per):
-            rows = [r for r in range(start * self.group_size, min(self.size, (start + groups_per) * self.group_size))
-                    if keep[r]]
-            if rows:
+        """Micro-batches of whole (kept parts of) groups, packed *after* filtering: each holds at most
+        ``micro_batch_size`` kept rows, or one group when a single group is larger. Dropped rows never appear."""
+        out, rows = [], []
+        for group in self.kept_groups():
+            if rows and len(rows) + len(group) > micro_batch_size:
                 out.append(self.select(rows))
+                rows = []
+            rows = rows + group
+        if rows:
+            out.append(self.select(rows))
         return out
 
 

@@ -1,7 +1,14 @@
-"""Checkpoints: a Hugging Face model folder (safetensors) plus optimiser, scheduler, RNG and data-cursor state.
+"""Checkpoints: every trainable model, the tokenizer, RNG, sampler and reward state, written atomically.
+
+Layout of ``checkpoint-<step>/``: the policy is a Hugging Face model folder at the top (so the checkpoint loads
+with ``from_pretrained`` as it is) with its ``optimizer.pt`` and ``scheduler.pt``; each auxiliary model has the
+same in its own sub-folder ``<name>/``; ``state_<rank>.pt`` holds each rank's RNG, sampler and reward state;
+``trainer_state.json`` is written last and marks the checkpoint complete.
 
 Writes are atomic: everything goes into a hidden temporary folder that is renamed into place only when complete,
-so a kill mid-save leaves the previous checkpoint intact. Only the last ``keep`` checkpoints are kept.
+so a kill mid-save leaves the previous checkpoint intact. Re-saving an existing step first moves the old copy
+aside (restored on the next listing if a kill lands between the two renames), so there is never a moment
+without a complete copy. Only the last ``keep`` checkpoints are kept.
 """
 
 from __future__ import annotations
@@ -18,15 +25,21 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 
+from alignrl.learner.trainable import POLICY, TrainableModel
+
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.json"
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Complete checkpoints in ``run_dir``, oldest first."""
+    """Complete checkpoints in ``run_dir``, oldest first (restoring a copy a killed re-save moved aside)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return []
+    for aside in run_dir.glob(".old-checkpoint-*"):
+        final = run_dir / aside.name[len(".old-"):]
+        if not final.exists() and (aside / STATE_FILE).is_file():
+            os.replace(aside, final)
     found = [(int(m.group(1)), p) for p in run_dir.iterdir() if (m := CHECKPOINT_RE.match(p.name)) and
              (p / STATE_FILE).is_file()]
     return [p for _, p in sorted(found)]
@@ -47,71 +60,65 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _fsync_tree(folder: Path) -> None:
-    for path in folder.rglob("*"):
-        if path.is_file():
-            with path.open("rb") as handle:
-                os.fsync(handle.fileno())
+    for path in [*folder.rglob("*"), folder]:
+        _fsync(path)  # files and folders (a folder's entries are only durable once the folder is synced)
 
 
-def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int, model: torch.nn.Module, tokenizer: Any,
-                    optimizer: torch.optim.Optimizer, scheduler: Any, trainer_state: dict[str, Any],
-                    keep: int) -> Path:
-    """Save atomically into ``run_dir/checkpoint-<step>``; every rank must call this (it holds barriers)."""
+def save_checkpoint(accelerator: Accelerator, run_dir: Path, step: int, models: dict[str, TrainableModel],
+                    tokenizer: Any, trainer_state: dict[str, Any], rank_state: dict[str, Any], keep: int) -> Path:
+    """Save atomically into ``run_dir/checkpoint-<step>``; every rank must call this (it holds barriers).
+    ``rank_state`` (sampler, rewards...) is saved per rank next to that rank's RNG state."""
     final = run_dir / f"checkpoint-{step:06d}"
     tmp = run_dir / f".tmp-checkpoint-{step:06d}"
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    torch.save(rng_state(), tmp / f"rng_state_{accelerator.process_index}.pt")
+    torch.save({"rng": rng_state(), **rank_state}, tmp / f"state_{accelerator.process_index}.pt")
     if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
-        unwrapped.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        for name, model in models.items():
+            model.save(tmp if name == POLICY else tmp / name, tokenizer if name == POLICY else None)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(json.dumps({**trainer_state, "step": step}, indent=2))
+        (tmp / STATE_FILE).write_text(json.dumps({**trainer_state, "step": step, "models": sorted(models)},
+                                                 indent=2))
         _fsync_tree(tmp)
+        aside = run_dir / f".old-checkpoint-{step:06d}"
         if final.exists():
-            shutil.rmtree(final)
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(final, aside)
         os.replace(tmp, final)
+        _fsync(run_dir)
+        shutil.rmtree(aside, ignore_errors=True)
         for old in list_checkpoints(run_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
+        _fsync(run_dir)
     accelerator.wait_for_everyone()
     return final
 
 
-def load_checkpoint(accelerator: Accelerator, checkpoint: Path, model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
-    """Restore weights, optimiser, scheduler and this rank's RNG; returns the trainer state."""
-    from safetensors.torch import load_file
-
-    unwrapped = accelerator.unwrap_model(model)
-    if (checkpoint / "adapter_model.safetensors").is_file():
-        from peft import set_peft_model_state_dict
-
-        set_peft_model_state_dict(unwrapped, load_file(checkpoint / "adapter_model.safetensors"))
-    else:
-        state: dict[str, torch.Tensor] = {}
-        for shard in sorted(checkpoint.glob("*.safetensors")):
-            state.update(load_file(shard))
-        missing, unexpected = unwrapped.load_state_dict(state, strict=False)
-        real_missing = [k for k in missing if not _is_tied(unwrapped, k)]
-        if real_missing or unexpected:
-            raise RuntimeError(f"{checkpoint}: weights do not match the model (missing {real_missing[:3]}, "
-                               f"unexpected {unexpected[:3]})")
-    optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=False))
-    scheduler.load_state_dict(torch.load(checkpoint / "scheduler.pt", weights_only=False))
-    rng_file = checkpoint / f"rng_state_{accelerator.process_index}.pt"
-    if not rng_file.is_file():
-        raise RuntimeError(f"{checkpoint}: no RNG state for process {accelerator.process_index}; resume with the "
+def load_checkpoint(accelerator: Accelerator, checkpoint: Path, models: dict[str, TrainableModel]
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Restore every model and this rank's RNG; returns ``(trainer_state, rank_state)``."""
+    trainer_state = json.loads((checkpoint / STATE_FILE).read_text())
+    saved = set(trainer_state.get("models", [POLICY]))
+    if saved != set(models):
+        raise RuntimeError(f"{checkpoint}: holds models {sorted(saved)} but this run trains {sorted(models)}")
+    for name, model in models.items():
+        model.load(checkpoint if name == POLICY else checkpoint / name)
+    state_file = checkpoint / f"state_{accelerator.process_index}.pt"
+    if not state_file.is_file():
+        raise RuntimeError(f"{checkpoint}: no state for process {accelerator.process_index}; resume with the "
                            f"same number of processes the run was started with")
-    set_rng_state(torch.load(rng_file, weights_only=False))
-    return json.loads((checkpoint / STATE_FILE).read_text())
-
-
-def _is_tied(model: torch.nn.Module, key: str) -> bool:
-    return key.endswith("lm_head.weight") and bool(getattr(model.config, "tie_word_embeddings", False))
+    rank_state = torch.load(state_file, weights_only=False)
+    set_rng_state(rank_state.pop("rng"))
+    return trainer_state, rank_state

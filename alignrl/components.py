@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,12 +15,16 @@ from transformers import PreTrainedTokenizerBase
 from alignrl.algorithms import Algorithm, algorithm_class
 from alignrl.config.loader import save_config
 from alignrl.config.schema import RunConfig
-from alignrl.data import PromptSet, PromptStream, prepare_prompts
+from alignrl.data import PromptSet, prepare_prompts
 from alignrl.learner.learner import Learner
-from alignrl.learner.models import bf16_supported, load_policy, load_reference, load_tokenizer, max_context
-from alignrl.rewards.scoring import RewardSet
+from alignrl.learner.models import (bf16_supported, load_auxiliary, load_policy, load_reference, load_tokenizer,
+                                    max_context)
+from alignrl.learner.reference import Reference
+from alignrl.learner.trainable import POLICY, OptimizerSettings, TrainableModel
+from alignrl.rewards import RewardContext, RewardError, RewardSet
 from alignrl.rollout import RolloutEngine, build_engine
 from alignrl.run_dir import check_run_dir, claim_run_dir
+from alignrl.sampling import PromptSampler, build_sampler, rank_share
 
 
 @dataclass
@@ -33,7 +38,7 @@ class Components:
     algorithm: Algorithm
     prompts: PromptSet
     eval_prompts: PromptSet | None
-    stream: PromptStream
+    sampler: PromptSampler
     run_dir: Path
     resume_from: Path | None
 
@@ -53,6 +58,9 @@ def build_components(config: RunConfig, resume: bool = False) -> Components:
     set_seed(trainer.seed + accelerator.process_index)  # ranks sample differently; DDP keeps weights equal
     algorithm = algorithm_class(config.algorithm.name)(config.algorithm.params)
     rewards = RewardSet(config.reward.functions)
+    if config.eval.reward is not None and config.eval.reward not in [t.name for t in rewards.terms]:
+        raise RewardError(f"eval.reward '{config.eval.reward}' is not one of reward.functions "
+                          f"({', '.join(t.name for t in rewards.terms)})")
     tokenizer = load_tokenizer(config.model)
     policy = load_policy(config.model)
     context = max_context(policy)
@@ -63,16 +71,35 @@ def build_components(config: RunConfig, resume: bool = False) -> Components:
         eval_tokens = config.eval.max_new_tokens or config.rollout.max_new_tokens
         eval_prompts = prepare_prompts(config.data.eval, config.data.eval_split, config.data, tokenizer, context,
                                        eval_tokens)
-    reference = load_reference(config.model) if algorithm.needs_reference else None
-    stream = PromptStream(len(prompts), config.rollout.prompts_per_step, trainer.seed, config.data.shuffle,
-                          accelerator.process_index, accelerator.num_processes)
+    needs_reference = algorithm.needs_reference or algorithm.needs_exact_kl
+    reference = load_reference(config.model) if needs_reference else None
+    auxiliary = {spec.name: (spec, load_auxiliary(spec, config.model)) for spec in algorithm.auxiliary_models()}
+    rank_share(list(range(config.rollout.prompts_per_step)), accelerator.process_index, accelerator.num_processes)
+    sampler = build_sampler(config.data.sampler.name, config.data.sampler.params, len(prompts),
+                            config.rollout.prompts_per_step, trainer.seed, config.data.shuffle)
     # every input is valid: only now is the run folder created (or emptied on request)
     run_dir = claim_run_dir(trainer.output_dir, resume, trainer.overwrite_output_dir, accelerator.is_main_process)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process and not resume:
         save_config(config, run_dir / "run_config.yaml")
-    learner = Learner(accelerator, policy, config.model, trainer, config.rollout.temperature, reference)
-    engine = build_engine(config.rollout.engine, model=learner.unwrapped, tokenizer=tokenizer,
-                          generation_batch_size=config.rollout.generation_batch_size)
+        (run_dir / "rewards.json").write_text(json.dumps(rewards.describe(), indent=2, default=str))
+    total = trainer.max_steps * trainer.epochs_per_batch
+    models = {POLICY: TrainableModel(POLICY, accelerator, policy, OptimizerSettings(
+        lr=trainer.lr, lr_scheduler=trainer.lr_scheduler, warmup_steps=trainer.warmup_steps, total_steps=total,
+        weight_decay=trainer.weight_decay, adam_betas=trainer.adam_betas, adam_eps=trainer.adam_eps,
+        max_grad_norm=trainer.max_grad_norm))}
+    for name, (spec, model) in auxiliary.items():
+        models[name] = TrainableModel(name, accelerator, model, OptimizerSettings(
+            lr=spec.lr, lr_scheduler=spec.lr_scheduler, warmup_steps=spec.warmup_steps, total_steps=total,
+            weight_decay=spec.weight_decay, adam_betas=trainer.adam_betas, adam_eps=trainer.adam_eps,
+            max_grad_norm=spec.max_grad_norm))
+    unwrapped_policy = models[POLICY].unwrapped
+    learner = Learner(accelerator, models, trainer, config.rollout.temperature,
+                      Reference(accelerator, reference, unwrapped_policy, config.rollout.temperature)
+                      if needs_reference else None)
+    engine = build_engine(config.rollout.engine.name, config.rollout.engine.params, model=unwrapped_policy,
+                          tokenizer=tokenizer)
+    rewards.setup(RewardContext(device=accelerator.device, accelerator=accelerator, tokenizer=tokenizer,
+                                engine_factory=build_engine, run_dir=run_dir, seed=trainer.seed))
     return Components(config, accelerator, tokenizer, learner, engine, rewards, algorithm, prompts, eval_prompts,
-                      stream, run_dir, resume_from)
+                      sampler, run_dir, resume_from)

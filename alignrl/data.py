@@ -1,4 +1,4 @@
-"""Prompt datasets: load rows from a local file or the hub, render prompts, and stream them by a resumable cursor."""
+"""Prompt datasets: load rows from a local file or the hub, render and tokenize prompts (samplers pick them)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers import PreTrainedTokenizerBase
 
 from alignrl.config.schema import DataConfig
@@ -114,37 +113,3 @@ def prepare_prompts(source: str, split: str, config: DataConfig, tokenizer: PreT
         texts.append(text)
         ids.append(tokens)
     return PromptSet(rows, texts, ids)
-
-
-class PromptStream:
-    """Seeded epoch-wise shuffled order; a global cursor makes resume exact; each rank takes its own share."""
-
-    def __init__(self, size: int, prompts_per_step: int, seed: int, shuffle: bool, rank: int = 0, world: int = 1):
-        if prompts_per_step % world:
-            raise ValueError(f"rollout.prompts_per_step ({prompts_per_step}) must be divisible by the number of "
-                             f"processes ({world})")
-        self.size, self.per_step, self.seed, self.shuffle = size, prompts_per_step, seed, shuffle
-        self.rank, self.world = rank, world
-        self.cursor = 0  # prompts consumed so far, over all ranks
-        self._epoch, self._order = -1, torch.arange(size)
-
-    def _order_for(self, epoch: int) -> torch.Tensor:
-        if epoch != self._epoch:
-            self._epoch = epoch
-            if self.shuffle:
-                self._order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + epoch))
-            else:
-                self._order = torch.arange(self.size)
-        return self._order
-
-    def next_indices(self) -> list[int]:
-        """This rank's row indices for the next step, advancing the global cursor."""
-        picked = []
-        for position in range(self.cursor, self.cursor + self.per_step):
-            picked.append(int(self._order_for(position // self.size)[position % self.size]))
-        self.cursor += self.per_step
-        return picked[self.rank::self.world]
-
-    @property
-    def epoch(self) -> float:
-        return self.cursor / self.size

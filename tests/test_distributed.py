@@ -37,4 +37,4 @@ def test_two_processes_stay_in_sync(tmp_path, base_recipe):
     assert len(seen[0]) == len(seen[1]) == 3 * 2 * 4  # steps x prompts per rank x samples per prompt
     assert not set(seen[0]) & set(seen[1]), "both ranks trained on the same prompts"
     checkpoint = tmp_path / "run" / "checkpoint-000003"
-    assert (checkpoint / "rng_state_0.pt").is_file() and (checkpoint / "rng_state_1.pt").is_file()
+    assert (checkpoint / "state_0.pt").is_file() and (checkpoint / "state_1.pt").is_file()

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from alignrl.batch import build_batch
 from alignrl.checkpoint import list_checkpoints
 from alignrl.config import load_config
-from alignrl.learner.learner import token_logprobs
+from alignrl.learner.forward import token_logprobs
 from alignrl.logging.metrics import read_metrics
 from alignrl.loop import train
 from alignrl.quickstart.task import make_demonstrations

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import torch
+
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
@@ -14,7 +16,8 @@ from alignrl.logging.plot import plot_run
 from alignrl.loop import train
 
 STEP_KEYS = {"reward_mean", "reward_std", "pass_rate", "entropy", "response_length", "clip_fraction", "grad_norm",
-             "lr", "tokens_per_s", "time/generate", "time/score", "time/update", "loss", "truncated"}
+             "lr", "tokens_per_s", "time/generate", "time/score", "time/update", "time/sync", "loss", "truncated",
+             "ratio_max", "response_length_max"}
 
 
 def test_grpo_climbs_a_dense_reward(base_recipe):
@@ -45,7 +48,9 @@ def test_run_folder_contents(base_recipe):
     saved = load_file(checkpoints[-1] / "model.safetensors")
     assert all((model.state_dict()[k] == v).all() for k, v in saved.items())
     state = json.loads((checkpoints[-1] / "trainer_state.json").read_text())
-    assert state["step"] == 5 and state["finished"] and state["cursor"] == 5 * 4
+    assert state["step"] == 5 and state["finished"] and state["models"] == ["policy"]
+    assert torch.load(checkpoints[-1] / "state_0.pt", weights_only=False)["sampler"] == {"cursor": 5 * 4}
+    assert json.loads((run / "rewards.json").read_text())[0]["name"] == "test_length"
     assert (run / "run_config.yaml").is_file() and (run / "completions.jsonl").is_file()
     png = plot_run(run)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -2,6 +2,9 @@
 
 from alignrl.algorithms.base import (
     Algorithm,
+    AuxInputs,
+    AuxiliaryModel,
+    CountInputs,
     PolicyInputs,
     Shaped,
     ShapingInputs,
@@ -15,6 +18,9 @@ from alignrl.algorithms import grpo, kl, policy_gradient, rloo  # noqa: F401  (r
 
 __all__ = [
     "Algorithm",
+    "AuxInputs",
+    "AuxiliaryModel",
+    "CountInputs",
     "PolicyInputs",
     "Shaped",
     "ShapingInputs",

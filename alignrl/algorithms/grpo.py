@@ -42,7 +42,8 @@ class GRPOParams(ClippedPGParams):
 class GRPO(ClippedPGAlgorithm):
     """Group-normalised advantages; loss, KL and entropy terms from :class:`ClippedPGAlgorithm`.
 
-    KL (``kl_coef > 0``): k3 (default, as TRL ``beta`` / OREAL) has the forward-KL gradient grad KL(ref||pi);
+    KL (``kl_coef > 0``): k3 (default; OREAL, and TRL's ``beta`` with ``use_bias_correction_kl=False``, which TRL
+    1.16 turns on by default) has the forward-KL gradient grad KL(ref||pi);
     k2 has the reverse-KL gradient grad KL(pi||ref); k1 has zero expected gradient as a loss term.
     """
 

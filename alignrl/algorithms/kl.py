@@ -5,7 +5,9 @@ With d = ref_logp - logp evaluated on tokens sampled from the policy pi:
 - ``k1 = -d``: unbiased for KL(pi||ref); as a *loss* term its expected gradient is 0 (only useful in the reward);
 - ``k2 = d^2 / 2``: biased value; as a loss its expected gradient is grad KL(pi||ref) (reverse KL);
 - ``k3 = exp(d) - d - 1 >= 0``: unbiased value; as a loss its expected gradient is grad KL(ref||pi) (forward KL).
-  TRL's GRPO (``beta``) and OREAL (``kl_type="unbias"``) use k3.
+  OREAL (``kl_type="unbias"``) uses k3, and so does TRL's GRPO ``beta`` with ``use_bias_correction_kl=False``.
+  TRL 1.16 turns that flag on by default: it multiplies k3 by the importance ratio pi/pi_old, which adds the
+  score-function term and gives the reverse KL's gradient, so alignrl's k3 equals TRL only with the flag off.
 
 :func:`exact_kl_per_token` sums over the vocabulary instead: lowest variance and the true reverse-KL gradient.
 """

@@ -17,8 +17,9 @@ from torch import Tensor
 from alignrl.algorithms.base import Algorithm, PolicyInputs, masked_mean, masked_sum
 from alignrl.algorithms.kl import KL_ESTIMATORS, KLEstimator, kl_clamp_fraction, kl_per_token
 
-LossAggregation = Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"]
-LOSS_AGGREGATIONS: tuple[str, ...] = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm")
+LossAggregation = Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm", "seq_mean_token_sum"]
+LOSS_AGGREGATIONS: tuple[str, ...] = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm",
+                                      "seq_mean_token_sum")
 MAX_LOG_RATIO = 20.0  # |log pi/pi_old| is clamped to this before exp
 
 
@@ -79,7 +80,9 @@ def aggregate(
 
     - ``"token_mean"`` (DAPO): sum over all tokens / global ``num_tokens``;
     - ``"seq_mean_token_mean"`` (original GRPO): mean over each sequence's tokens, summed / global ``num_sequences``;
-    - ``"seq_mean_token_sum_norm"`` (Dr. GRPO): sum over all tokens / (global ``num_sequences`` * ``max_tokens``).
+    - ``"seq_mean_token_sum_norm"`` (Dr. GRPO): sum over all tokens / (global ``num_sequences`` * ``max_tokens``);
+    - ``"seq_mean_token_sum"``: each sequence's token *sum*, averaged over sequences (a trajectory-level KL, as
+      demonstration-regularised RL wants: a token mean would rescale its coefficient by 1/length).
     """
     if mode == "token_mean":
         denom = float(num_tokens)
@@ -89,6 +92,9 @@ def aggregate(
         total = masked_mean(per_token, mask, dim=-1).sum()
     elif mode == "seq_mean_token_sum_norm":
         denom = float(num_sequences) * float(max_tokens)
+        total = masked_sum(per_token, mask)
+    elif mode == "seq_mean_token_sum":
+        denom = float(num_sequences)
         total = masked_sum(per_token, mask)
     else:
         raise ValueError(f"loss_aggregation must be one of {LOSS_AGGREGATIONS}, got {mode!r}")
@@ -130,9 +136,16 @@ class ClippedPGParams:
     clip_eps_high: float | None = None  # upper clip: ratio <= 1 + clip_eps_high (DAPO clip-higher); None = clip_eps
     loss_aggregation: LossAggregation = "token_mean"  # how per-token losses are normalised (see ``aggregate``)
     kl_coef: float = 0.0  # weight of the KL-to-reference loss term; > 0 makes the loop compute ref log-probs
-    kl_estimator: KLEstimator = "k3"  # k3: forward-KL gradient (TRL/OREAL); k2: reverse-KL gradient; k1: none
+    # k3: forward-KL gradient (TRL with use_bias_correction_kl off, OREAL); k2: reverse-KL gradient; k1: none;
+    # exact: sum over the vocabulary from the logits (reverse KL, lowest variance; a reference forward per micro-batch)
+    kl_estimator: KLEstimator | Literal["exact"] = "k3"
     kl_clamp: float = 20.0  # clamp |ref_logp - logp| before the KL estimator (overflow guard)
+    kl_aggregation: LossAggregation | None = None  # None = loss_aggregation (TRL GRPO adds the KL per token)
     entropy_coef: float = 0.0  # weight of the entropy bonus (subtracted from the loss); needs entropy with grad
+    entropy_aggregation: LossAggregation | None = None  # None = loss_aggregation
+    # truncated importance sampling: weight tokens by min(pi_old / pi_sampler, tis_cap) to correct for the
+    # engine/learner mismatch (vLLM vs the learner's kernels); 0 = off
+    tis_cap: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.clip_eps < 1.0:
@@ -143,8 +156,13 @@ class ClippedPGParams:
             raise ValueError(f"loss_aggregation must be one of {LOSS_AGGREGATIONS}, got {self.loss_aggregation!r}")
         if not self.kl_coef >= 0.0:
             raise ValueError(f"kl_coef must be >= 0, got {self.kl_coef}")
-        if self.kl_estimator not in KL_ESTIMATORS:
-            raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {self.kl_estimator!r}")
+        if self.kl_estimator not in (*KL_ESTIMATORS, "exact"):
+            raise ValueError(f"kl_estimator must be one of {(*KL_ESTIMATORS, 'exact')}, got {self.kl_estimator!r}")
+        for name in ("kl_aggregation", "entropy_aggregation"):
+            if getattr(self, name) not in (None, *LOSS_AGGREGATIONS):
+                raise ValueError(f"{name} must be null or one of {LOSS_AGGREGATIONS}, got {getattr(self, name)!r}")
+        if self.tis_cap < 0:
+            raise ValueError(f"tis_cap must be >= 0 (0 = off), got {self.tis_cap}")
         if not self.kl_clamp > 0.0:
             raise ValueError(f"kl_clamp must be > 0, got {self.kl_clamp}")
         if not self.entropy_coef >= 0.0:
@@ -159,10 +177,18 @@ class ClippedPGParams:
 class ClippedPGAlgorithm(Algorithm):
     """Clipped surrogate + optional KL and entropy terms; subclasses supply ``shape`` (the advantages).
 
-    Loss = agg(token_weights * clipped surrogate) + kl_coef * agg(KL) - entropy_coef * agg(entropy), all with the
-    same ``loss_aggregation``. KL estimator gradients (design/algorithms.md §0): k3 -> grad KL(ref||pi) (forward,
-    TRL GRPO ``beta`` / OREAL); k2 -> grad KL(pi||ref) (reverse); k1 -> zero expected gradient as a loss term.
+    Loss = agg(token_weights * clipped surrogate) + kl_coef * agg_kl(KL) - entropy_coef * agg_ent(entropy); each
+    term has its own aggregation (``kl_aggregation``/``entropy_aggregation``, default: ``loss_aggregation``).
+    KL estimator gradients (design/algorithms.md §0): k3 -> grad KL(ref||pi) (forward; OREAL, and TRL GRPO's
+    ``beta`` with ``use_bias_correction_kl=False``: TRL 1.16 turns that flag on by default, which multiplies k3 by
+    the importance ratio and gives the reverse KL's gradient instead); k2 and exact -> grad KL(pi||ref) (reverse);
+    k1 -> zero expected gradient as a loss term.
     """
+
+    @property
+    def needs_exact_kl(self) -> bool:
+        return self.params.kl_coef > 0 and self.params.kl_estimator == "exact"
+
 
     params: ClippedPGParams
 
@@ -192,12 +218,17 @@ class ClippedPGAlgorithm(Algorithm):
         agg = dict(mode=p.loss_aggregation, num_tokens=inputs.num_tokens, num_sequences=inputs.num_sequences,
                    max_tokens=inputs.max_tokens)
         local = dict(agg, num_tokens=max(float(mask.sum()), 1.0), num_sequences=max(mask.shape[0], 1))
+        kl_agg = dict(agg, mode=p.kl_aggregation or p.loss_aggregation)
+        ent_agg = dict(agg, mode=p.entropy_aggregation or p.loss_aggregation)
 
         per_tok, clipped = clipped_surrogate(
             inputs.logp, inputs.old_logp, inputs.advantages, p.clip_eps, p.eps_high, mask=mask
         )
         if inputs.token_weights is not None:
             per_tok = per_tok * _zero_masked(_f32(inputs.token_weights), mask)
+        if p.tis_cap > 0 and inputs.sampler_logp is not None:
+            tis = torch.exp(_zero_masked(_f32(inputs.old_logp) - _f32(inputs.sampler_logp), mask).clamp(max=20.0))
+            per_tok = per_tok * tis.clamp(max=p.tis_cap).detach()
         policy_loss = aggregate(per_tok, mask, **agg)
         loss = policy_loss
         with torch.no_grad():
@@ -210,13 +241,21 @@ class ClippedPGAlgorithm(Algorithm):
                 "ratio_max": torch.where(mask.bool(), ratio, torch.zeros_like(ratio)).max(),
             }
 
-        if p.kl_coef > 0 and inputs.ref_logp is None:
-            raise ValueError("kl_coef > 0 but PolicyInputs.ref_logp is None (the loop must compute ref log-probs)")
-        if inputs.ref_logp is not None:
-            with torch.set_grad_enabled(p.kl_coef > 0 and torch.is_grad_enabled()):
-                kl_tok = kl_per_token(inputs.logp, inputs.ref_logp, p.kl_estimator, p.kl_clamp, mask=mask)
+        exact = p.kl_estimator == "exact"
+        if p.kl_coef > 0 and (inputs.exact_kl if exact else inputs.ref_logp) is None:
+            raise ValueError(f"kl_coef > 0 but PolicyInputs.{'exact_kl' if exact else 'ref_logp'} is None "
+                             f"(the learner must compute it)")
+        if exact and inputs.exact_kl is not None:
+            kl_tok = _zero_masked(_f32(inputs.exact_kl), mask)
             if p.kl_coef > 0:
-                loss = loss + p.kl_coef * aggregate(kl_tok, mask, **agg)
+                loss = loss + p.kl_coef * aggregate(kl_tok, mask, **kl_agg)
+            stats["kl"] = masked_mean(kl_tok.detach(), mask)
+        elif inputs.ref_logp is not None:
+            estimator = "k3" if exact else p.kl_estimator
+            with torch.set_grad_enabled(p.kl_coef > 0 and torch.is_grad_enabled()):
+                kl_tok = kl_per_token(inputs.logp, inputs.ref_logp, estimator, p.kl_clamp, mask=mask)
+            if p.kl_coef > 0:
+                loss = loss + p.kl_coef * aggregate(kl_tok, mask, **kl_agg)
             stats["kl"] = masked_mean(kl_tok.detach(), mask)
             stats["kl_clamp_fraction"] = kl_clamp_fraction(inputs.logp, inputs.ref_logp, mask, p.kl_clamp)
 
@@ -225,6 +264,6 @@ class ClippedPGAlgorithm(Algorithm):
         if inputs.entropy is not None:
             ent = _zero_masked(_f32(inputs.entropy), mask)
             if p.entropy_coef > 0:
-                loss = loss - p.entropy_coef * aggregate(ent, mask, **agg)
+                loss = loss - p.entropy_coef * aggregate(ent, mask, **ent_agg)
             stats["entropy"] = masked_mean(ent.detach(), mask)
         return loss, stats

@@ -14,7 +14,7 @@ from alignrl.config.typed import ConfigError, build_dataclass, to_dict
 
 @dataclass
 class LoraConfig:
-    """LoRA adapters through peft; the rollout engine receives merged weights."""
+    """LoRA adapters through peft; an engine with its own weights receives the adapters as adapters (never merged)."""
 
     r: int = 16
     alpha: int = 32
@@ -34,6 +34,51 @@ class ModelConfig:
     attn_implementation: str | None = None  # e.g. "sdpa", "flash_attention_2"; None = transformers' choice
 
 
+def _named_section(cls: type, data: dict, key: str, source: str, lookup, default: str) -> Any:
+    """Build a ``{name: ..., <that entry's own settings>}`` section: ``lookup(name)`` gives the settings class."""
+    data = dict(data)
+    name = data.pop("name", default)
+    try:
+        settings_cls = lookup(name)
+    except KeyError as err:
+        raise ConfigError(source, f"{key}.name", str(err.args[0])) from err
+    return cls(name=name, params=build_dataclass(settings_cls, data, key, source))
+
+
+@dataclass
+class SamplerConfig:
+    """``name`` picks a registered prompt sampler (``epoch``: seeded shuffle per epoch); other keys are its Params."""
+
+    name: str = "epoch"
+    params: Any = None
+
+    @classmethod
+    def from_mapping(cls, data: dict, key: str = "data.sampler", source: str = "") -> "SamplerConfig":
+        from alignrl.sampling import sampler_class
+
+        return _named_section(cls, data, key, source, lambda n: sampler_class(n).Params, "epoch")
+
+    def to_mapping(self) -> dict:
+        return {"name": self.name, **to_dict(self.params)}
+
+
+@dataclass
+class EngineConfig:
+    """``name`` picks a registered rollout engine (``hf``: transformers generate); other keys are its settings."""
+
+    name: str = "hf"
+    params: Any = None
+
+    @classmethod
+    def from_mapping(cls, data: dict, key: str = "rollout.engine", source: str = "") -> "EngineConfig":
+        from alignrl.rollout import engine_settings_class
+
+        return _named_section(cls, data, key, source, engine_settings_class, "hf")
+
+    def to_mapping(self) -> dict:
+        return {"name": self.name, **to_dict(self.params)}
+
+
 @dataclass
 class DataConfig:
     train: str  # JSON/JSONL/Parquet file, or a dataset name on the hub (with ``split``)
@@ -45,12 +90,14 @@ class DataConfig:
     use_chat_template: bool = False  # wrap the prompt with the tokenizer's chat template
     system_prompt: str | None = None  # prepended as a system message when ``use_chat_template``
     instruction: str | None = None  # appended to each prompt (e.g. "Please reason step by step, ...")
-    shuffle: bool = True  # reshuffle every epoch (seeded)
+    shuffle: bool = True  # reshuffle every epoch (seeded); read by the ``epoch`` sampler
+    sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig.from_mapping({}))  # prompt order, stateful
 
 
 @dataclass
 class RolloutConfig:
-    engine: str = "hf"  # registered rollout engine: "hf" (transformers generate); "vllm" in a later release
+    # registered rollout engine and its own settings, e.g. {name: hf, generation_batch_size: 64}; a bare name works
+    engine: EngineConfig | str = field(default_factory=lambda: EngineConfig.from_mapping({}))
     prompts_per_step: int = 32  # prompts per optimiser step, over all ranks
     n: int = 8  # samples per prompt (the group size K)
     temperature: float = 1.0
@@ -58,9 +105,13 @@ class RolloutConfig:
     top_k: int = 0  # 0 = off
     max_new_tokens: int = 256
     stop: list[str] = field(default_factory=list)  # stop strings, kept in the completion
-    generation_batch_size: int | None = None  # prompts per generate call on one rank (None = all at once)
+    weight_bucket_mb: float = 512.0  # weights pushed to an engine that does not share the learner's module, per bucket
 
     def __post_init__(self) -> None:
+        if isinstance(self.engine, str):
+            self.engine = EngineConfig.from_mapping({"name": self.engine})
+        if not self.weight_bucket_mb > 0:
+            raise ValueError("rollout.weight_bucket_mb must be > 0")
         if self.n < 1 or self.prompts_per_step < 1:
             raise ValueError("rollout.n and rollout.prompts_per_step must be at least 1")
         if self.temperature < 0 or not 0 < self.top_p <= 1:

@@ -1,149 +1,217 @@
-"""The learner: a policy on Accelerate (DDP on 1..N processes), AdamW with a warm-up schedule, gradient
-accumulation over micro-batches, clipping, and the forward pass that turns a batch into token log-probs."""
+"""The learner: every trainable model of a run on Accelerate, and the update that turns a batch into steps.
+
+One ``update`` per rollout batch: for each model that trains this step (auxiliary models first, then the policy),
+``epochs_per_batch`` passes over the micro-batches with gradients accumulated through Accelerate's ``accumulate``
+(so DeepSpeed steps once per pass), then one optimiser step. Every rank runs the same number of micro-batches:
+a rank with fewer kept samples runs zero-weight passes, so collective gradient reductions never wait on a rank
+that skipped backward. Loss normalisers (tokens, sequences, the algorithm's own counters) are global sums over
+all micro-batches and ranks, taken before any loss.
+"""
 
 from __future__ import annotations
-
-import contextlib
-from collections.abc import Iterator
 
 import torch
 from accelerate import Accelerator
 from torch import Tensor
-from transformers import PreTrainedModel, get_scheduler
 
-from alignrl.algorithms.base import Algorithm, PolicyInputs
+from alignrl.algorithms.base import Algorithm, AuxInputs, CountInputs, PolicyInputs
+from alignrl.algorithms.kl import exact_kl_per_token
 from alignrl.batch import RolloutBatch
-from alignrl.config.schema import ModelConfig, TrainerConfig
-
-
-def token_logprobs(model: torch.nn.Module, batch: RolloutBatch, temperature: float, with_entropy: bool = False,
-                   entropy_grad: bool = False) -> tuple[Tensor, Tensor | None]:
-    """Log-probs [B, T] of the completion tokens under ``model`` at the sampling temperature (and entropy)."""
-    input_ids = torch.cat([batch.prompt_ids, batch.completion_ids], dim=1)
-    attention = torch.cat([batch.prompt_mask, batch.completion_mask.long()], dim=1)
-    positions = (attention.cumsum(1) - 1).clamp(min=0)
-    width = batch.completion_ids.shape[1]
-    device = next(model.parameters()).device
-    out = model(input_ids=input_ids.to(device), attention_mask=attention.to(device),
-                position_ids=positions.to(device), logits_to_keep=width + 1, use_cache=False)
-    logits = out.logits[:, :-1].float()
-    if temperature > 0 and temperature != 1.0:
-        logits = logits / temperature
-    logp_all = torch.log_softmax(logits, dim=-1)
-    logp = logp_all.gather(-1, batch.completion_ids.to(device)[..., None]).squeeze(-1)
-    entropy = None
-    if with_entropy:
-        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-            entropy = -(logp_all.exp() * logp_all).sum(-1)
-    return logp, entropy
+from alignrl.config.schema import TrainerConfig
+from alignrl.learner.forward import completion_logits, logprobs_from_logits, token_scores
+from alignrl.learner.reference import Reference
+from alignrl.learner.trainable import POLICY, TrainableModel
+from alignrl.learner.weights import weight_update
+from alignrl.rollout.base import WeightUpdate
 
 
 class Learner:
-    """Owns the trainable policy, its optimiser and schedule. ``update`` runs one rollout batch."""
+    """Owns the trainable models (``models["policy"]`` and any auxiliary ones) and the frozen reference."""
 
-    def __init__(self, accelerator: Accelerator, model: PreTrainedModel, model_config: ModelConfig,
-                 config: TrainerConfig, temperature: float, reference: PreTrainedModel | None = None):
-        self.accelerator, self.config, self.temperature = accelerator, config, temperature
-        self.model_config = model_config
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=config.lr, betas=tuple(config.adam_betas), eps=config.adam_eps,
-                                      weight_decay=config.weight_decay)
-        total_updates = config.max_steps * config.epochs_per_batch
-        scheduler = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.warmup_steps,
-                                  num_training_steps=total_updates)
-        self.model, self.optimizer, self.scheduler = accelerator.prepare(model, optimizer, scheduler)
-        self.reference = reference.to(accelerator.device) if reference is not None else None
-        self.model.train()
+    def __init__(self, accelerator: Accelerator, models: dict[str, TrainableModel], config: TrainerConfig,
+                 temperature: float, reference: Reference | None = None):
+        if POLICY not in models:
+            raise ValueError("the learner needs a model named 'policy'")
+        self.accelerator, self.models, self.config = accelerator, models, config
+        self.temperature, self.reference = temperature, reference
 
     @property
-    def unwrapped(self) -> PreTrainedModel:
-        return self.accelerator.unwrap_model(self.model)
+    def policy(self) -> TrainableModel:
+        return self.models[POLICY]
+
+    @property
+    def unwrapped(self):
+        return self.policy.unwrapped
+
+    def reference_logprobs(self, batch: RolloutBatch) -> Tensor:
+        if self.reference is None:
+            raise RuntimeError("the algorithm needs reference log-probs but the run has no reference model")
+        return self.reference.logprobs(batch, self.config.micro_batch_size)
 
     @torch.no_grad()
-    def reference_logprobs(self, batch: RolloutBatch, micro_batch_size: int) -> Tensor:
-        """[B, T] log-probs under the frozen reference (the LoRA base with adapters off when there is no copy)."""
-        out = torch.zeros_like(batch.sampler_logp)
-        groups = max(1, micro_batch_size // batch.group_size) * batch.group_size
-        for start in range(0, batch.size, groups):
-            rows = list(range(start, min(batch.size, start + groups)))
-            sub = batch.select(rows)
-            if self.reference is not None:
-                logp, _ = token_logprobs(self.reference, sub, self.temperature)
-            else:
-                with self.unwrapped.disable_adapter():
-                    logp, _ = token_logprobs(self.unwrapped, sub, self.temperature)
-            out[start:start + len(rows), :logp.shape[1]] = logp.cpu()
-        return out
+    def auxiliary_outputs(self, batch: RolloutBatch) -> dict[str, Tensor]:
+        """Per-token outputs [B, T] of every auxiliary model on ``batch``, before any update (for ``shape``)."""
+        outputs = {}
+        for name, model in self.models.items():
+            if name == POLICY:
+                continue
+            out = torch.zeros_like(batch.sampler_logp)
+            rows_per = max(1, self.config.micro_batch_size // batch.group_size) * batch.group_size
+            for start in range(0, batch.size, rows_per):
+                sub = batch.select(list(range(start, min(batch.size, start + rows_per))))
+                scores = token_scores(model.module, sub).float().cpu()
+                out[start:start + sub.size, :scores.shape[1]] = scores
+            outputs[name] = out
+        return outputs
 
-    def update(self, batch: RolloutBatch, algorithm: Algorithm, max_tokens: int) -> dict[str, float]:
-        """``epochs_per_batch`` optimiser updates on ``batch``; returns metrics averaged over this rank's tokens."""
+    def weight_update(self, version: int, bucket_mb: float) -> WeightUpdate:
+        return weight_update(self.unwrapped, version, int(bucket_mb * 2**20))
+
+    # -- the update ------------------------------------------------------------------------------------------------
+
+    def update(self, batch: RolloutBatch, algorithm: Algorithm, step: int, max_tokens: int) -> dict[str, float]:
+        """Optimiser steps of the models that train at ``step``; returns metrics (``aux/<name>/...`` for
+        auxiliary models). Keys ending in ``_max`` / ``_min`` are extremes, the rest token-weighted means."""
+        acc = self.accelerator
         micro = batch.micro_batches(self.config.micro_batch_size)
-        counts = torch.tensor([sum(float(m.completion_mask.sum()) for m in micro), float(sum(m.size for m in micro))])
-        counts = self.accelerator.reduce(counts.to(self.accelerator.device), reduction="sum").cpu()
-        num_tokens, num_seqs = max(float(counts[0]), 1.0), max(float(counts[1]), 1.0)
-        world = self.accelerator.num_processes
-        totals: dict[str, float] = {}
-        weight_sum, loss_sum = 0.0, 0.0
-        for _ in range(self.config.epochs_per_batch):
-            for index, mb in enumerate(micro):
-                last = index == len(micro) - 1
-                sync = contextlib.nullcontext() if last else self.accelerator.no_sync(self.model)
-                with sync:
-                    logp, entropy = token_logprobs(self.model, mb, self.temperature, with_entropy=True,
-                                                   entropy_grad=algorithm.needs_entropy)
-                    if mb.old_logp is None:  # first pass: the weights have not moved yet, so this is pi_old
-                        mb.old_logp = logp.detach().cpu()
-                    device = logp.device
-                    inputs = PolicyInputs(
-                        logp=logp, old_logp=mb.old_logp.to(device), mask=mb.completion_mask.to(device),
-                        advantages=mb.advantages.to(device), rewards=mb.rewards.to(device),
-                        group_size=mb.group_size, num_tokens=num_tokens, num_sequences=num_seqs,
-                        max_tokens=max_tokens, entropy=entropy,
-                        ref_logp=None if mb.ref_logp is None else mb.ref_logp.to(device))
-                    loss, stats = algorithm.loss(inputs)
-                    # DDP averages gradients over ranks; the loss is already normalised by global counts
-                    self.accelerator.backward(loss * world)
-                tokens = float(mb.completion_mask.sum())
-                weight_sum += tokens
-                loss_sum += float(loss.detach()) * world  # partial sums of the global loss (see PolicyInputs)
-                stats = {"entropy": _masked_mean(entropy.detach(), inputs.mask),
-                         "sampler_logp_diff": _masked_mean((logp.detach().cpu() - mb.sampler_logp).abs().to(device),
-                                                           inputs.mask), **stats}
-                for key, value in stats.items():
-                    totals[key] = totals.get(key, 0.0) + float(value) * tokens
-            grad_norm = self._optimizer_step()
-        metrics = {key: value / max(weight_sum, 1.0) for key, value in totals.items()}
-        metrics["loss"] = loss_sum / self.config.epochs_per_batch
-        metrics.update(grad_norm=grad_norm, lr=self.scheduler.get_last_lr()[0])
+        padding = _zero_weight(batch)
+        count = torch.tensor([float(len(micro))], device=acc.device)
+        passes = max(int(acc.reduce(count, reduction="max").item()), 1)
+        counts = self._global_counts(micro, padding, algorithm)
+        training = algorithm.trains(step)
+        metrics: dict[str, float] = {}
+        order = [name for name in self.models if name != POLICY] + [POLICY]
+        for name in order:
+            if name not in training:
+                continue
+            model = self.models[name]
+            stats = _Stats()
+            for _ in range(self.config.epochs_per_batch):
+                acc.gradient_accumulation_steps = passes
+                acc.step = 0  # Accelerate's accumulation counter: sync (and step) on the last of ``passes``
+                for index in range(passes):
+                    real = index < len(micro)
+                    mb = micro[index] if real else padding
+                    with acc.accumulate(model.module):
+                        if name == POLICY:
+                            loss, step_stats = self._policy_loss(mb, algorithm, counts, max_tokens, real)
+                        else:
+                            loss, step_stats = self._aux_loss(name, mb, algorithm, counts, real)
+                        # the loss is already this micro-batch's share of the global normalisers
+                        acc.backward(loss * model.loss_scale(passes))
+                    if real:
+                        stats.add(step_stats, float(mb.completion_mask.sum()), float(loss.detach()) *
+                                  acc.num_processes)
+                stats.grad_norms.append(model.step())
+            prefix = "" if name == POLICY else f"aux/{name}/"
+            metrics.update({prefix + k: v for k, v in stats.result(self.config.epochs_per_batch).items()})
+            metrics[prefix + "lr"] = model.lr
+        if POLICY not in training:
+            metrics["lr"] = self.policy.lr
         return metrics
 
-    def _optimizer_step(self) -> float:
-        if self.config.max_grad_norm > 0:
-            norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
-        else:
-            norm = torch.norm(torch.stack([p.grad.norm() for p in self.model.parameters() if p.grad is not None]))
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return float(norm)
+    def _global_counts(self, micro: list[RolloutBatch], padding: RolloutBatch, algorithm: Algorithm
+                       ) -> dict[str, float]:
+        keys = sorted(algorithm.counts(_count_inputs(padding)))
+        totals = torch.zeros(2 + len(keys), dtype=torch.float64)
+        for mb in micro:
+            extra = algorithm.counts(_count_inputs(mb))
+            totals += torch.tensor([float(mb.completion_mask.sum()), float(mb.size),
+                                    *(float(extra[k]) for k in keys)], dtype=torch.float64)
+        totals = self.accelerator.reduce(totals.to(self.accelerator.device), reduction="sum").cpu()
+        return {"tokens": max(float(totals[0]), 1.0), "sequences": max(float(totals[1]), 1.0),
+                **{k: float(v) for k, v in zip(keys, totals[2:])}}
 
-    def rollout_weights(self) -> Iterator[tuple[str, Tensor]]:
-        """Hugging Face-named weights for the rollout engine (LoRA merged on the fly). Lazy."""
-        model = self.unwrapped
-        if hasattr(model, "merge_adapter"):
-            model.merge_adapter()
-            try:
-                base = model.get_base_model()
-                for name, tensor in base.state_dict().items():
-                    if "lora_" not in name:
-                        yield name.replace("base_layer.", ""), tensor.detach()
-            finally:
-                model.unmerge_adapter()
-        else:
-            yield from ((name, tensor.detach()) for name, tensor in model.state_dict().items())
+    def _policy_loss(self, mb: RolloutBatch, algorithm: Algorithm, counts: dict[str, float], max_tokens: int,
+                     real: bool) -> tuple[Tensor, dict[str, Tensor]]:
+        logits = completion_logits(self.policy.module, mb, self.temperature)
+        logp, entropy = logprobs_from_logits(logits, mb.completion_ids, with_entropy=True,
+                                             entropy_grad=algorithm.needs_entropy)
+        if not real:
+            return logits.sum() * 0.0, {}  # joins the collective with a zero gradient
+        if mb.old_logp is None:  # first pass: the weights have not moved yet, so this is pi_old
+            mb.old_logp = logp.detach().cpu()
+        device = logp.device
+        exact_kl = None
+        if algorithm.needs_exact_kl:
+            exact_kl = exact_kl_per_token(logits, self.reference.logits(mb).to(device), mb.completion_mask.to(device))
+        to = (lambda t: None if t is None else t.to(device))
+        mask = mb.completion_mask.to(device)
+        inputs = PolicyInputs(
+            logp=logp, old_logp=mb.old_logp.to(device), mask=mask, advantages=mb.advantages.to(device),
+            rewards=mb.rewards.to(device), group_size=mb.group_size, num_tokens=counts["tokens"],
+            num_sequences=counts["sequences"], max_tokens=max_tokens, ref_logp=to(mb.ref_logp),
+            token_weights=to(mb.token_weights), entropy=entropy, group_ids=mb.group_ids.to(device),
+            sampler_logp=mb.sampler_logp.to(device), logits=logits if algorithm.needs_logits else None,
+            exact_kl=exact_kl, counts=counts, per_sample={k: v.to(device) for k, v in mb.per_sample.items()},
+            per_token={k: v.to(device) for k, v in mb.per_token.items()})
+        loss, stats = algorithm.loss(inputs)
+        with torch.no_grad():
+            stats = {"entropy": _masked_mean(entropy, mask),
+                     "sampler_logp_diff": _masked_mean((logp - inputs.sampler_logp).abs(), mask), **stats}
+        return loss, stats
+
+    def _aux_loss(self, name: str, mb: RolloutBatch, algorithm: Algorithm, counts: dict[str, float], real: bool
+                  ) -> tuple[Tensor, dict[str, Tensor]]:
+        outputs = token_scores(self.models[name].module, mb)
+        if not real:
+            return outputs.sum() * 0.0, {}
+        device = outputs.device
+        inputs = AuxInputs(
+            outputs=outputs, mask=mb.completion_mask.to(device), advantages=mb.advantages.to(device),
+            rewards=mb.rewards.to(device), group_ids=mb.group_ids.to(device), num_tokens=counts["tokens"],
+            num_sequences=counts["sequences"], counts=counts,
+            per_sample={k: v.to(device) for k, v in mb.per_sample.items()},
+            per_token={k: v.to(device) for k, v in mb.per_token.items()})
+        return algorithm.auxiliary_loss(name, inputs)
+
+
+class _Stats:
+    """Token-weighted means of micro-batch statistics (``*_max`` / ``*_min`` keys keep the extreme)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.weight, self.loss = 0.0, 0.0
+        self.grad_norms: list[float] = []
+
+    def add(self, stats: dict[str, Tensor], tokens: float, loss: float) -> None:
+        self.weight += tokens
+        self.loss += loss
+        for key, value in stats.items():
+            value = float(value)
+            if key.endswith("_max"):
+                self.sums[key] = max(self.sums.get(key, value), value)
+            elif key.endswith("_min"):
+                self.sums[key] = min(self.sums.get(key, value), value)
+            else:
+                self.sums[key] = self.sums.get(key, 0.0) + value * tokens
+
+    def result(self, epochs: int) -> dict[str, float]:
+        out = {k: (v if k.endswith(("_max", "_min")) else v / max(self.weight, 1.0)) for k, v in self.sums.items()}
+        out["loss"] = self.loss / epochs
+        out["grad_norm"] = self.grad_norms[-1] if self.grad_norms else 0.0
+        return out
+
+
+def _zero_weight(batch: RolloutBatch) -> RolloutBatch:
+    """A one-row micro-batch with an all-zero mask: the pass a rank runs when it has nothing (more) to train."""
+    pad = batch.select([0])
+    pad.completion_mask = torch.zeros_like(pad.completion_mask)
+    return pad
+
+
+def _count_inputs(mb: RolloutBatch) -> CountInputs:
+    return CountInputs(mask=mb.completion_mask, advantages=_or_zeros(mb.advantages, mb.size),
+                       rewards=_or_zeros(mb.rewards, mb.size), group_ids=mb.group_ids, per_sample=mb.per_sample,
+                       per_token=mb.per_token)
+
+
+def _or_zeros(t: Tensor | None, n: int) -> Tensor:
+    return torch.zeros(n) if t is None else t
 
 
 def _masked_mean(values: Tensor | None, mask: Tensor) -> Tensor:
     if values is None:
         return torch.tensor(0.0)
-    return (values * mask).sum() / mask.sum().clamp(min=1)
+    return (values.detach() * mask).sum() / mask.sum().clamp(min=1)
+

@@ -89,3 +89,23 @@ def load_reference(config: ModelConfig) -> PreTrainedModel | None:
 
 def max_context(model: PreTrainedModel) -> int | None:
     return getattr(model.config, "max_position_embeddings", None)
+
+
+def load_auxiliary(spec, config: ModelConfig) -> PreTrainedModel:
+    """An algorithm's auxiliary trainable model (:class:`~alignrl.algorithms.AuxiliaryModel`): a float32 copy of
+    the starting policy (``init: policy``) or of another folder, with a one-output, bias-free, zero-initialised
+    linear head in place of the LM head when ``head == "scalar"`` (so an untrained model scores every token 0)."""
+    path = config.path if spec.init == "policy" else spec.init
+    key = "model.path" if spec.init == "policy" else f"algorithm auxiliary model '{spec.name}'.init"
+    model = load_causal_lm(path, config, key, "float32")
+    if spec.head == "scalar":
+        hidden = model.get_output_embeddings().in_features
+        head = torch.nn.Linear(hidden, 1, bias=False)
+        torch.nn.init.zeros_(head.weight)
+        model.config.tie_word_embeddings = False
+        model.set_output_embeddings(head)
+    elif spec.head != "lm":
+        raise ValueError(f"auxiliary model '{spec.name}': head must be 'scalar' or 'lm', got {spec.head!r}")
+    if config.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    return model

@@ -1,0 +1,1 @@
+import doubles  # noqa: F401  (registers the test doubles)
