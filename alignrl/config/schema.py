@@ -26,6 +26,9 @@ class LoraConfig:
 class ModelConfig:
     path: str  # Hugging Face model folder or hub name of the starting (SFT/BC) policy
     reference: str | None = None  # frozen KL reference; None = the starting policy. Demo-KL points at a BC checkpoint
+    # the reference's weights: "policy" = stored like the trainable weights, so the KL is exactly 0 at the start under
+    # any mixed precision; "bfloat16" halves its memory at the cost of a small KL at step 1 on GPU
+    reference_dtype: Literal["policy", "auto", "float32", "bfloat16", "float16"] = "policy"
     # auto: float32 trainable weights, bf16 frozen ones (reference, LoRA base) where the hardware has it
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     gradient_checkpointing: bool = False

@@ -78,11 +78,17 @@ def load_policy(config: ModelConfig) -> PreTrainedModel:
 
 
 def load_reference(config: ModelConfig) -> PreTrainedModel | None:
-    """A frozen copy for KL. None when LoRA is on and the reference is the base: adapters are disabled instead."""
+    """A frozen copy for KL. None when LoRA is on and the reference is the base: adapters are disabled instead.
+
+    ``reference_dtype: policy`` stores it like the policy's trainable weights (float32 master weights under
+    ``dtype: auto``), so under the same autocast both compute identically and the KL is exactly 0 at the start."""
     if config.lora is not None and config.reference is None:
         return None
     path = config.reference or config.path
-    model = load_causal_lm(path, config, "model.reference" if config.reference else "model.path")
+    dtype = config.reference_dtype
+    if dtype == "policy":
+        dtype = "float32" if config.dtype == "auto" else config.dtype
+    model = load_causal_lm(path, config, "model.reference" if config.reference else "model.path", dtype)
     model.requires_grad_(False)
     return model.eval()
 
