@@ -6,6 +6,7 @@
     alignrl eval math500 --model PATH --out DIR [...]
     alignrl grade [FILE ...] [--output FILE]
     alignrl plot RUN_DIR
+    alignrl sweep RECIPE.yaml --grid algorithm.kl_coef=0,0.01,0.1 [--seeds 0 1 2] [--out DIR] [key=value ...]
 """
 
 from __future__ import annotations
@@ -59,6 +60,18 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from alignrl.sweep import SweepError, run_sweep, split_seeds
+
+    try:
+        seeds, extra = split_seeds(args.seeds)
+        run_sweep(args.recipe, args.grid, seeds, args.out, [*args.overrides, *extra], args.kl_metric, args.window)
+    except SweepError as err:
+        print(f"alignrl sweep: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 LAZY_COMMANDS = {  # command -> (help, module with add_arguments/run); imported only when the command runs
     ("grade",): ("grade math answers: JSONL {output, gold} in, verdicts out", "alignrl.grading.cli"),
     ("eval", "math500"): ("MATH-500 pass@1, pass@k, maj@k", "alignrl.evaluation.cli"),
@@ -91,6 +104,12 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     plot.add_argument("run_dir")
     plot.add_argument("--output", default=None, help="PNG path (default RUN_DIR/curves.png)")
     plot.set_defaults(func=_plot)
+
+    from alignrl.sweep import add_arguments as add_sweep_arguments
+
+    sweep = sub.add_parser("sweep", help="one run per grid value (and seed), then the reward-KL frontier")
+    add_sweep_arguments(sweep)
+    sweep.set_defaults(func=_sweep)
 
     argv = sys.argv[1:] if argv is None else argv
     suites = sub.add_parser("eval", help="benchmarks").add_subparsers(dest="suite", required=True)
