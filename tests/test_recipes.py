@@ -18,16 +18,18 @@ def test_recipe_is_valid(recipe, tiny_model_dir, prompt_files):
     path = RECIPES / recipe
     data = yaml.safe_load(path.read_text())
     local = [f"model.path={tiny_model_dir}"] if data["model"]["path"].startswith("runs/") else []
+    if str(data["model"].get("reference", "")).startswith("runs/"):
+        local.append(f"model.reference={tiny_model_dir}")
     if data["data"]["train"].startswith("runs/"):
         local.append(f"data.train={prompt_files['train']}")
     if str(data["data"].get("eval", "")).startswith("runs/"):
         local.append(f"data.eval={prompt_files['eval']}")
     if "sft" in data:
         config = load_sft_config(path, local)
-        assert config.sft.max_steps > 0
+        assert config.sft.max_steps > 0 or config.sft.num_train_epochs > 0
     else:
         config = load_config(path, local)
-        assert config.algorithm.name in ("grpo", "rloo") and config.reward.functions
+        assert config.algorithm.name in ("grpo", "rloo", "p3o", "demo_kl") and config.reward.functions
 
 
 @pytest.mark.parametrize("name", ["multi_gpu.yaml", "multi_cpu.yaml"])
