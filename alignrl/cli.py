@@ -7,6 +7,8 @@
     alignrl grade [FILE ...] [--output FILE]
     alignrl plot RUN_DIR
     alignrl sweep RECIPE.yaml --grid algorithm.kl_coef=0,0.01,0.1 [--seeds 0 1 2] [--out DIR] [key=value ...]
+    alignrl compare --base RECIPE.yaml [--methods recipes/compare/grpo.yaml ...] --bc "runs/x/seed{seed}/bc" \\
+        --data "runs/x/seed{seed}/data" [--seeds 0 1 2] [--out DIR] [key=value ...]
 """
 
 from __future__ import annotations
@@ -72,6 +74,12 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from alignrl.compare import run_from_args
+
+    return run_from_args(args, args.command_argv)
+
+
 LAZY_COMMANDS = {  # command -> (help, module with add_arguments/run); imported only when the command runs
     ("grade",): ("grade math answers: JSONL {output, gold} in, verdicts out", "alignrl.grading.cli"),
     ("eval", "math500"): ("MATH-500 pass@1, pass@k, maj@k", "alignrl.evaluation.cli"),
@@ -112,6 +120,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     sweep.set_defaults(func=_sweep)
 
     argv = sys.argv[1:] if argv is None else argv
+    from alignrl.compare import add_arguments as add_compare_arguments
+
+    compare = sub.add_parser("compare", help="RL methods from the same BC start per seed, at an equal rollout budget")
+    add_compare_arguments(compare)
+    compare.set_defaults(func=_compare, command_argv=list(argv))
     suites = sub.add_parser("eval", help="benchmarks").add_subparsers(dest="suite", required=True)
     for words, (help_text, module) in LAZY_COMMANDS.items():
         parent = sub if len(words) == 1 else suites
