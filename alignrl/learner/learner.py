@@ -78,7 +78,8 @@ class Learner:
         count = torch.tensor([float(len(micro))], device=acc.device)
         passes = max(int(acc.reduce(count, reduction="max").item()), 1)
         counts = self._global_counts(micro, padding, algorithm)
-        training = algorithm.trains(step)
+        # nothing kept on any rank: no optimiser step at all (Adam's momentum would still move the weights)
+        training = algorithm.trains(step) if counts["kept_sequences"] > 0 else set()
         metrics: dict[str, float] = {}
         order = [name for name in self.models if name != POLICY] + [POLICY]
         for name in order:
@@ -108,6 +109,7 @@ class Learner:
             metrics[prefix + "lr"] = model.lr
         if POLICY not in training:
             metrics["lr"] = self.policy.lr
+        metrics["kept_fraction"] = counts["kept_sequences"] / max(batch.size * acc.num_processes, 1)
         return metrics
 
     def _global_counts(self, micro: list[RolloutBatch], padding: RolloutBatch, algorithm: Algorithm
@@ -120,6 +122,7 @@ class Learner:
                                     *(float(extra[k]) for k in keys)], dtype=torch.float64)
         totals = self.accelerator.reduce(totals.to(self.accelerator.device), reduction="sum").cpu()
         return {"tokens": max(float(totals[0]), 1.0), "sequences": max(float(totals[1]), 1.0),
+                "kept_sequences": float(totals[1]),
                 **{k: float(v) for k, v in zip(keys, totals[2:])}}
 
     def _policy_loss(self, mb: RolloutBatch, algorithm: Algorithm, counts: dict[str, float], max_tokens: int,

@@ -195,3 +195,13 @@ def _with_seed(params, seed):
 @register_engine("test_per_prompt", settings=HFEngineSettings)
 def _build_per_prompt(settings, *, model=None, tokenizer=None, **_):
     return PerPromptSeededEngine.from_model(model, tokenizer, settings)
+
+
+@register_algorithm("test_keep_none")
+class KeepNoneAlgorithm(GRPO):
+    """GRPO whose filter drops every sample (e.g. every group all-correct under OREAL's filter)."""
+
+    def shape(self, inputs: ShapingInputs) -> Shaped:
+        shaped = super().shape(inputs)
+        shaped.keep = torch.zeros_like(shaped.keep)
+        return shaped

@@ -44,3 +44,16 @@ def test_freeze_schedule_keeps_the_policy_bit_identical(base_recipe):
     assert (checkpoint / "token_rm" / "optimizer.pt").is_file()
     saved = load_file(checkpoint / "token_rm" / "model.safetensors")
     assert torch.equal(saved[head], seen[3]["token_rm"][head])
+
+
+def test_a_step_with_nothing_kept_takes_no_optimiser_step(base_recipe):
+    """With every sample filtered out on every rank there is nothing to learn from: no Adam step (whose momentum
+    and weight decay would still move the weights), and the run goes on."""
+    config = load_config(base=base_recipe, overrides=[
+        "algorithm={name: test_keep_none}", "trainer.max_steps=2", "trainer.weight_decay=0.1", "eval.every_steps=0",
+        "reward.functions=[{name: test_sevens}]"])
+    initial = load_file(f"{base_recipe['model']['path']}/model.safetensors")
+    seen = {}
+    run = train(config, callbacks=[lambda s, c, m: seen.update({s: _snapshot(c.learner.unwrapped)})])
+    assert all(torch.equal(seen[2][k], initial[k]) for k in initial)
+    assert [r["kept_fraction"] for r in read_metrics(run / "metrics.jsonl")] == [0.0, 0.0]
