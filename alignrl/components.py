@@ -77,6 +77,8 @@ def build_components(config: RunConfig, resume: bool = False) -> Components:
     rank_share(list(range(config.rollout.prompts_per_step)), accelerator.process_index, accelerator.num_processes)
     sampler = build_sampler(config.data.sampler.name, config.data.sampler.params, len(prompts),
                             config.rollout.prompts_per_step, trainer.seed, config.data.shuffle)
+    if hasattr(sampler, "attach_rows"):  # samplers that read a data column (pass_rate_buckets' offline rates)
+        sampler.attach_rows(prompts.rows)
     # every input is valid: only now is the run folder created (or emptied on request)
     run_dir = claim_run_dir(trainer.output_dir, resume, trainer.overwrite_output_dir, accelerator.is_main_process)
     accelerator.wait_for_everyone()

@@ -124,3 +124,6 @@ def build_sampler(name: str, params: Any, size: int, prompts_per_step: int, seed
 def sampling_seed(seed: int, step: int, rank: int) -> int:
     """The engine's sampling seed for (run seed, step, rank): resumed runs sample what uninterrupted ones did."""
     return (seed * 1_000_003 + step * 7919 + rank * 104_729) % (2**31 - 1)
+
+
+from alignrl import difficulty_sampler  # noqa: F401,E402  (registers pass_rate_buckets)

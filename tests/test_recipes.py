@@ -29,7 +29,7 @@ def test_recipe_is_valid(recipe, tiny_model_dir, prompt_files):
         assert config.sft.max_steps > 0 or config.sft.num_train_epochs > 0
     else:
         config = load_config(path, local)
-        assert config.algorithm.name in ("grpo", "rloo", "p3o", "demo_kl") and config.reward.functions
+        assert config.algorithm.name in ("grpo", "rloo", "p3o", "demo_kl", "oreal") and config.reward.functions
 
 
 @pytest.mark.parametrize("name", ["multi_gpu.yaml", "multi_cpu.yaml"])

@@ -31,6 +31,11 @@ VARIANTS = {
         # starting weights and end elsewhere
         "rollout": {"engine": {"name": "hf", "share_weights": False}},
     },
+    "oreal": {  # the token-level reward model, the pair filter and difficulty-balanced resampling measured online
+        "reward": {"functions": [{"name": "test_sevens"}]},
+        "algorithm": {"name": "oreal", "actor_freeze_steps": 3, "binarize": True, "token_rm_lr": 1e-3},
+        "data": {"sampler": {"name": "pass_rate_buckets", "pass_rate_field": None}},
+    },
 }
 
 
@@ -70,8 +75,8 @@ def final_state(run: Path) -> dict:
 def _equal(a, b) -> bool:
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
-    if isinstance(a, torch.Tensor):
-        return torch.equal(a, b)
+    if isinstance(a, torch.Tensor):  # bit-identical, NaN (e.g. a pass rate never measured) equal to NaN
+        return a.shape == b.shape and a.dtype == b.dtype and bool(((a == b) | (a != a) & (b != b)).all())
     return a == b
 
 

@@ -14,7 +14,7 @@ from alignrl.algorithms.base import (
     register_algorithm,
     registered_algorithms,
 )
-from alignrl.algorithms import demo_kl, grpo, kl, p3o, policy_gradient, rloo  # noqa: F401  (registers the built-ins)
+from alignrl.algorithms import demo_kl, grpo, kl, oreal, p3o, policy_gradient, rloo  # noqa: F401  (registration)
 
 __all__ = [
     "Algorithm",
