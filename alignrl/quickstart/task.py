@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -123,12 +124,15 @@ def solution(prompt: str, spec: TaskSpec | None = None) -> str:
 
 
 def column_add(
-    a: int, b: int, n_digits: int, drop_column: int | None = None, flip_column: int | None = None
+    a: int, b: int, n_digits: int, drop_column: int | None = None, flip_column: int | None = None,
+    drop_if: Callable[[int, int], bool] | None = None,
 ) -> tuple[list[int], int]:
     """Add column by column; returns (carry out of each column, units first; the resulting sum).
 
     ``drop_column``: that column's carry is dropped (written 0 and not added to the next column).
     ``flip_column``: that column's carry is flipped. The result is consistent with the written carries.
+    ``drop_if(column, column_sum)``: called, units column first, for every column whose sum (carry in included)
+    produces a carry; a true result drops that carry (the carries written before it decide the later sums).
     """
     carries: list[int] = []
     digits: list[int] = []
@@ -137,7 +141,7 @@ def column_add(
         s = (a // 10**k) % 10 + (b // 10**k) % 10 + carry
         digits.append(s % 10)
         carry = int(s >= 10)
-        if k == drop_column:
+        if k == drop_column or (carry and drop_if is not None and drop_if(k, s)):
             carry = 0
         if k == flip_column:
             carry = 1 - carry
