@@ -22,7 +22,10 @@ def _dtypes(model) -> set[torch.dtype]:
 def test_auto_full_finetuning_keeps_float32_master_weights(tiny_model_dir, bf16_gpu):
     config = ModelConfig(path=str(tiny_model_dir))
     assert _dtypes(models.load_policy(config)) == {torch.float32}
-    assert _dtypes(models.load_reference(config)) == {torch.bfloat16}  # frozen: the compute dtype
+    # the reference is stored like the policy by default, so under the same autocast the KL starts at exactly 0
+    assert _dtypes(models.load_reference(config)) == {torch.float32}
+    halved = ModelConfig(path=str(tiny_model_dir), reference_dtype="bfloat16")
+    assert _dtypes(models.load_reference(halved)) == {torch.bfloat16}  # half the memory, on request
 
 
 def test_auto_lora_loads_the_frozen_base_in_bf16(tiny_model_dir, bf16_gpu):
