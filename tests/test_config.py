@@ -94,3 +94,20 @@ def test_resolved_config_round_trips(base_recipe, tmp_path):
     again = load_config(tmp_path / "resolved.yaml")
     assert again == config
     assert read_yaml(tmp_path / "resolved.yaml")["algorithm"]["kl_coef"] == 0.1
+
+
+@pytest.mark.parametrize("override, key, message", [
+    ("rollout.engine=nope", "rollout.engine.name", "unknown rollout engine 'nope'; registered: hf"),
+    ("rollout.engine={name: hf, bogus: 1}", "rollout.engine.bogus", "accepts: generation_batch_size"),
+    ("data.sampler={name: nope}", "data.sampler.name", "unknown prompt sampler 'nope'"),
+])
+def test_engine_and_sampler_sections_are_checked(base_recipe, override, key, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(base=base_recipe, overrides=[override])
+    assert err.value.key == key
+
+
+def test_engine_section_takes_a_bare_name_or_settings(base_recipe):
+    config = load_config(base=base_recipe, overrides=["rollout.engine={name: hf, generation_batch_size: 4}"])
+    assert config.rollout.engine.name == "hf" and config.rollout.engine.params.generation_batch_size == 4
+    assert load_config(base=base_recipe, overrides=["rollout.engine=hf"]).rollout.engine.params.share_weights

@@ -7,7 +7,7 @@ Every field has a default except the few a run cannot guess (the model and the t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from alignrl.config.typed import ConfigError, build_dataclass, to_dict
 
@@ -37,49 +37,62 @@ class ModelConfig:
     attn_implementation: str | None = None  # e.g. "sdpa", "flash_attention_2"; None = transformers' choice
 
 
-def _named_section(cls: type, data: dict, key: str, source: str, lookup, default: str) -> Any:
-    """Build a ``{name: ..., <that entry's own settings>}`` section: ``lookup(name)`` gives the settings class."""
-    data = dict(data)
-    name = data.pop("name", default)
-    try:
-        settings_cls = lookup(name)
-    except KeyError as err:
-        raise ConfigError(source, f"{key}.name", str(err.args[0])) from err
-    return cls(name=name, params=build_dataclass(settings_cls, data, key, source))
+@dataclass
+class NamedSection:
+    """A ``{name: ..., <that entry's own settings>}`` section; subclasses say which registry gives the settings."""
+
+    name: str = ""
+    params: Any = None
+    KEY: ClassVar[str] = ""
+    DEFAULT: ClassVar[str] = ""
+
+    @classmethod
+    def settings_class(cls, name: str) -> type:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @classmethod
+    def from_mapping(cls, data: dict, key: str = "", source: str = "") -> Any:
+        key = key or cls.KEY
+        data = dict(data)
+        name = data.pop("name", cls.DEFAULT)
+        try:
+            settings_cls = cls.settings_class(name)
+        except KeyError as err:
+            raise ConfigError(source, f"{key}.name", str(err.args[0])) from err
+        return cls(name=name, params=build_dataclass(settings_cls, data, key, source))
+
+    def to_mapping(self) -> dict:
+        return {"name": self.name, **to_dict(self.params)}
 
 
 @dataclass
-class SamplerConfig:
+class SamplerConfig(NamedSection):
     """``name`` picks a registered prompt sampler (``epoch``: seeded shuffle per epoch); other keys are its Params."""
 
     name: str = "epoch"
-    params: Any = None
+    KEY: ClassVar[str] = "data.sampler"
+    DEFAULT: ClassVar[str] = "epoch"
 
     @classmethod
-    def from_mapping(cls, data: dict, key: str = "data.sampler", source: str = "") -> "SamplerConfig":
+    def settings_class(cls, name: str) -> type:
         from alignrl.sampling import sampler_class
 
-        return _named_section(cls, data, key, source, lambda n: sampler_class(n).Params, "epoch")
-
-    def to_mapping(self) -> dict:
-        return {"name": self.name, **to_dict(self.params)}
+        return sampler_class(name).Params
 
 
 @dataclass
-class EngineConfig:
+class EngineConfig(NamedSection):
     """``name`` picks a registered rollout engine (``hf``: transformers generate); other keys are its settings."""
 
     name: str = "hf"
-    params: Any = None
+    KEY: ClassVar[str] = "rollout.engine"
+    DEFAULT: ClassVar[str] = "hf"
 
     @classmethod
-    def from_mapping(cls, data: dict, key: str = "rollout.engine", source: str = "") -> "EngineConfig":
+    def settings_class(cls, name: str) -> type:
         from alignrl.rollout import engine_settings_class
 
-        return _named_section(cls, data, key, source, engine_settings_class, "hf")
-
-    def to_mapping(self) -> dict:
-        return {"name": self.name, **to_dict(self.params)}
+        return engine_settings_class(name)
 
 
 @dataclass

@@ -47,13 +47,17 @@ def convert(value: Any, tp: Any, key: str, source: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
+        specific = None  # a mapping that fails inside a dataclass: that error says more than "expected X or Y"
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return convert(value, arg, key, source)
-            except ConfigError:
-                continue
+            except ConfigError as err:
+                if specific is None and isinstance(value, dict) and dataclasses.is_dataclass(arg):
+                    specific = err
+        if specific is not None:
+            raise specific
         raise ConfigError(source, key, f"expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         if value in get_args(tp):

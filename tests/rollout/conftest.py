@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import Tensor
 
+from alignrl.learner.weights import buckets as learner_buckets
 from alignrl.quickstart.tiny_model import build_model, build_tokenizer
 
 
@@ -57,18 +58,8 @@ def recompute() -> Callable[..., Tensor]:
 
 
 def bucketize(named: Iterable[tuple[str, Tensor]], bucket_bytes: int = 64 * 1024) -> Iterator[list[tuple[str, Tensor]]]:
-    """Lazily group (name, tensor) pairs into lists of at most ``bucket_bytes`` (a bigger tensor goes alone)."""
-    bucket: list[tuple[str, Tensor]] = []
-    size = 0
-    for name, tensor in named:
-        nbytes = tensor.numel() * tensor.element_size()
-        if bucket and size + nbytes > bucket_bytes:
-            yield bucket
-            bucket, size = [], 0
-        bucket.append((name, tensor.detach().clone()))
-        size += nbytes
-    if bucket:
-        yield bucket
+    """The learner's bucketing, each tensor cloned (a test push must not alias the policy's storage)."""
+    return learner_buckets(((name, tensor.detach().clone()) for name, tensor in named), bucket_bytes)
 
 
 @pytest.fixture()
