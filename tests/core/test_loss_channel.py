@@ -4,6 +4,7 @@ the step's gradient does not depend on how the batch is split into micro-batches
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -94,8 +95,16 @@ def _launch(args: list[str], port: int) -> None:
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "--main_process_port", str(port), str(REPO / "tests" / "core" / "rank_worker.py"), *args]
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    # a session of its own, so a hung launch is killed with every rank it started (no orphans eating the CPU)
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail("the 2-process launch hung for 300 s: " + stderr[-4000:])
+    assert process.returncode == 0, stdout[-2000:] + stderr[-4000:]
 
 
 def test_gradient_is_the_same_on_one_rank_or_two(base_recipe, tmp_path):
