@@ -219,7 +219,6 @@ def run_math500(cfg: Math500Config) -> dict[str, Any]:
 def _generate(cfg: Math500Config, pending: list[tuple[int, dict[str, Any]]], prompts: dict[str, str],
               tokenizer: Any, out: Path, total: int, stats: dict[str, int]) -> dict[str, list[dict[str, Any]]]:
     """Sample, grade and append every pending problem, one batch at a time."""
-    import torch
     from tqdm.auto import tqdm
 
     from alignrl.grading import GraderPool
@@ -234,7 +233,6 @@ def _generate(cfg: Math500Config, pending: list[tuple[int, dict[str, Any]]], pro
         for start in range(0, len(pending), cfg.batch_size):
             batch = pending[start:start + cfg.batch_size]
             seed = cfg.seed + batch[0][0]  # the batch's first problem index: reproducible for a given batching
-            torch.manual_seed(seed)
             ids = [tokenizer(prompts[p["unique_id"]], add_special_tokens=not cfg.chat_template)["input_ids"]
                    for _, p in batch]
             params = SamplingParams(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p,

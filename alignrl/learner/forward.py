@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from collections.abc import Callable
+
 from alignrl.batch import RolloutBatch
 
 
@@ -54,3 +56,15 @@ def token_logprobs(model: torch.nn.Module, batch: RolloutBatch, temperature: flo
 def token_scores(model: torch.nn.Module, batch: RolloutBatch) -> Tensor:
     """[B, T] outputs of a one-output (scalar) head, e.g. a token-level reward model."""
     return _forward(model, batch).float().squeeze(-1)
+
+
+@torch.no_grad()
+def chunked(batch: RolloutBatch, micro_batch_size: int, fn: Callable[[RolloutBatch], Tensor]) -> Tensor:
+    """``fn`` ([B', T'] per chunk) over chunks of whole groups of ``batch``, assembled into [B, T] on the CPU."""
+    out = torch.zeros_like(batch.sampler_logp)
+    rows_per = max(1, micro_batch_size // batch.group_size) * batch.group_size
+    for start in range(0, batch.size, rows_per):
+        sub = batch.select(list(range(start, min(batch.size, start + rows_per))))
+        values = fn(sub).float().cpu()
+        out[start:start + sub.size, :values.shape[1]] = values
+    return out

@@ -18,7 +18,7 @@ from alignrl.algorithms.base import Algorithm, AuxInputs, CountInputs, PolicyInp
 from alignrl.algorithms.kl import exact_kl_per_token
 from alignrl.batch import RolloutBatch
 from alignrl.config.schema import TrainerConfig
-from alignrl.learner.forward import completion_logits, logprobs_from_logits, token_scores
+from alignrl.learner.forward import chunked, completion_logits, logprobs_from_logits, token_scores
 from alignrl.learner.reference import Reference
 from alignrl.learner.trainable import POLICY, TrainableModel
 from alignrl.learner.weights import weight_update
@@ -48,21 +48,10 @@ class Learner:
             raise RuntimeError("the algorithm needs reference log-probs but the run has no reference model")
         return self.reference.logprobs(batch, self.config.micro_batch_size)
 
-    @torch.no_grad()
     def auxiliary_outputs(self, batch: RolloutBatch) -> dict[str, Tensor]:
         """Per-token outputs [B, T] of every auxiliary model on ``batch``, before any update (for ``shape``)."""
-        outputs = {}
-        for name, model in self.models.items():
-            if name == POLICY:
-                continue
-            out = torch.zeros_like(batch.sampler_logp)
-            rows_per = max(1, self.config.micro_batch_size // batch.group_size) * batch.group_size
-            for start in range(0, batch.size, rows_per):
-                sub = batch.select(list(range(start, min(batch.size, start + rows_per))))
-                scores = token_scores(model.module, sub).float().cpu()
-                out[start:start + sub.size, :scores.shape[1]] = scores
-            outputs[name] = out
-        return outputs
+        return {name: chunked(batch, self.config.micro_batch_size, lambda sub, m=model: token_scores(m.module, sub))
+                for name, model in self.models.items() if name != POLICY}
 
     def weight_update(self, version: int, bucket_mb: float) -> WeightUpdate:
         return weight_update(self.unwrapped, version, int(bucket_mb * 2**20))

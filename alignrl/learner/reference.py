@@ -18,7 +18,7 @@ from torch import Tensor
 from transformers import PreTrainedModel
 
 from alignrl.batch import RolloutBatch
-from alignrl.learner.forward import completion_logits, token_logprobs
+from alignrl.learner.forward import chunked, completion_logits, token_logprobs
 
 
 class Reference:
@@ -42,13 +42,8 @@ class Reference:
 
     def logprobs(self, batch: RolloutBatch, micro_batch_size: int) -> Tensor:
         """[B, T] reference log-probs of ``batch``, computed in chunks of whole groups, on the CPU."""
-        out = torch.zeros_like(batch.sampler_logp)
-        rows_per = max(1, micro_batch_size // batch.group_size) * batch.group_size
-        for start in range(0, batch.size, rows_per):
-            rows = list(range(start, min(batch.size, start + rows_per)))
-            logp = self._run(lambda m, b: token_logprobs(m, b, self.temperature)[0], batch.select(rows))
-            out[start:start + len(rows), :logp.shape[1]] = logp.float().cpu()
-        return out
+        return chunked(batch, micro_batch_size,
+                       lambda sub: self._run(lambda m, b: token_logprobs(m, b, self.temperature)[0], sub))
 
     def logits(self, batch: RolloutBatch) -> Tensor:
         """[B, T, V] tempered reference logits of one micro-batch (for the exact per-token KL)."""

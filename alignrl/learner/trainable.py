@@ -68,11 +68,11 @@ class TrainableModel:
 
     def step(self) -> float:
         """Clip, take the optimiser and schedule step, clear gradients; returns the pre-clip gradient norm."""
-        grads = [p.grad for p in self.parameters() if p.grad is not None]
         if self.settings.max_grad_norm > 0:
             norm = self.accelerator.clip_grad_norm_(self.parameters(), self.settings.max_grad_norm)
         else:
-            norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])) if grads else torch.zeros(())
+            grads = [p.grad.norm() for p in self.parameters() if p.grad is not None]
+            norm = torch.linalg.vector_norm(torch.stack(grads)) if grads else torch.zeros(())
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
