@@ -6,6 +6,9 @@
     alignrl eval math500 --model PATH --out DIR [...]
     alignrl grade [FILE ...] [--output FILE]
     alignrl plot RUN_DIR
+    alignrl rm train RECIPE.yaml [key=value ...] [--resume]
+    alignrl rm data {synthetic,labelled} --out DIR [...]
+    alignrl score --model RM_DIR --data FILE --out DIR [--group-by COL ...]
     alignrl sweep RECIPE.yaml --grid algorithm.kl_coef=0,0.01,0.1 [--seeds 0 1 2] [--out DIR] [key=value ...]
     alignrl compare --base RECIPE.yaml [--methods recipes/compare/grpo.yaml ...] --bc "runs/x/seed{seed}/bc" \\
         --data "runs/x/seed{seed}/data" [--seeds 0 1 2] [--out DIR] [key=value ...]
@@ -83,6 +86,10 @@ def _compare(args: argparse.Namespace) -> int:
 LAZY_COMMANDS = {  # command -> (help, module with add_arguments/run); imported only when the command runs
     ("grade",): ("grade math answers: JSONL {output, gold} in, verdicts out", "alignrl.grading.cli"),
     ("eval", "math500"): ("MATH-500 pass@1, pass@k, maj@k", "alignrl.evaluation.cli"),
+    ("rm",): ("reward models: `rm train RECIPE` (Bradley-Terry, TRL RewardTrainer), `rm data` (preference pairs)",
+              "alignrl.reward_model.train_cli"),
+    ("score",): ("score preference pairs or responses with a reward model: JSONL, summary, plots",
+                 "alignrl.reward_model.score_cli"),
 }
 
 

@@ -10,10 +10,11 @@ from alignrl.rewards.registry import RewardError, call_reward, register_reward, 
 from alignrl.rewards.base import (FunctionReward, Reward, RewardContext, RewardInputs,  # noqa: E402
                                   RewardOutput, build_reward, run_reward)
 from alignrl.rewards.math import MathReward, math_reward  # noqa: E402  (registers "math")
+from alignrl.rewards.bt_rm import BradleyTerryReward  # noqa: E402  (registers "bt_rm"; loads torch only in setup)
 
 _LAZY = {"RewardSet", "RewardTerm", "ScoredBatch"}
 
-__all__ = ["FunctionReward", "MathReward", "Reward", "RewardContext", "RewardError", "RewardInputs",
+__all__ = ["BradleyTerryReward", "FunctionReward", "MathReward", "Reward", "RewardContext", "RewardError", "RewardInputs",
            "RewardOutput", "RewardSet", "RewardTerm", "ScoredBatch", "build_reward", "call_reward", "math_reward",
            "register_reward", "registered_rewards", "resolve_reward", "run_reward"]
 
