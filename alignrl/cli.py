@@ -1,6 +1,6 @@
 """The ``alignrl`` command: a thin layer that parses arguments and calls the library.
 
-    alignrl train RECIPE.yaml [section.key=value ...] [--resume]
+    alignrl train RECIPE.yaml [section.key=value ...] [--resume [auto]]
     alignrl sft RECIPE.yaml [section.key=value ...]
     alignrl quickstart --out DIR --seed S
     alignrl eval math500 --model PATH --out DIR [...]
@@ -33,10 +33,21 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def _train(args: argparse.Namespace) -> int:
+    """Exit status 0 (finished), 2 (bad input, or the disk filled while saving a checkpoint) or 75 (stopped by
+    SIGTERM/SIGUSR1 after saving a checkpoint: requeue and rerun with ``--resume auto``; see alignrl.preemption)."""
+    from alignrl.checkpoint import CheckpointError
     from alignrl.config import load_config
     from alignrl.loop import train
+    from alignrl.preemption import PREEMPTED_EXIT, Preempted
 
-    run_dir = train(load_config(args.recipe, args.overrides), resume=args.resume)
+    try:
+        run_dir = train(load_config(args.recipe, args.overrides), resume=args.resume)
+    except CheckpointError as err:
+        print(f"alignrl train: error: {err}", file=sys.stderr)
+        return 2
+    except Preempted as stopped:
+        print(f"alignrl train: preempted: {stopped} (exit status {PREEMPTED_EXIT})", file=sys.stderr)
+        return PREEMPTED_EXIT
     print(f"run finished: {run_dir}", file=sys.stderr)
     return 0
 
@@ -101,7 +112,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="RL training from a recipe")
     train.add_argument("recipe", help="recipe YAML (see recipes/)")
     train.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. trainer.lr=1e-6")
-    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
+    train.add_argument("--resume", nargs="?", const=True, default=False, choices=["auto"],
+                       help="continue from the newest intact checkpoint in output_dir; '--resume auto': resume "
+                            "if there is a complete checkpoint, start fresh otherwise (for requeued jobs)")
     train.set_defaults(func=_train)
 
     sft = sub.add_parser("sft", help="behaviour cloning / SFT on demonstrations (TRL SFTTrainer)")

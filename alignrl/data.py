@@ -28,6 +28,40 @@ def parse_jsonl(lines: Iterable[str], source: str | Path) -> Iterator[tuple[int,
             raise DataError(f"{source}, line {number}: not valid JSON ({err.msg})") from err
 
 
+def decode_utf8(raw: bytes, source: str | Path) -> str:
+    """``raw`` as UTF-8 text; an invalid byte is a DataError naming the file, the line and the column."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
+        raise DataError(f"{source}, line {line}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at column {column}); "
+                        f"save the file as UTF-8") from None
+
+
+def utf8_lines(raw_lines: Iterable[bytes], source: str | Path) -> Iterator[str]:
+    """Decode each line of a file opened in binary mode, naming the file and line of an invalid byte."""
+    for number, raw in enumerate(raw_lines, 1):
+        try:
+            yield raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise DataError(f"{source}, line {number}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at column "
+                            f"{err.start + 1}); save the file as UTF-8") from None
+
+
+def lone_surrogate(value: Any) -> tuple[str, int] | None:
+    """The first string in ``value`` (a string, list or dict of them) that UTF-8 cannot encode, and the position
+    of its bad character (a lone UTF-16 surrogate such as ``"\\ud800"``, which JSON allows), or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            return value, err.start
+        return None
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else ()
+    return next((found for item in items if (found := lone_surrogate(item)) is not None), None)
+
+
 def load_rows(source: str, split: str = "train") -> list[dict[str, Any]]:
     """Rows of a JSON/JSONL/Parquet/CSV file, or of a hub dataset ``source`` (its ``split``)."""
     path = Path(source).expanduser()
@@ -35,8 +69,8 @@ def load_rows(source: str, split: str = "train") -> list[dict[str, Any]]:
         if not path.is_file():
             raise DataError(f"{source}: data file not found")
         rows = []
-        with path.open(encoding="utf-8") as handle:
-            for number, row in parse_jsonl(handle, source):
+        with path.open("rb") as handle:
+            for number, row in parse_jsonl(utf8_lines(handle, source), source):
                 if not isinstance(row, dict):
                     raise DataError(f"{source}, line {number}: expected a JSON object, got {type(row).__name__}")
                 rows.append(row)
@@ -45,7 +79,7 @@ def load_rows(source: str, split: str = "train") -> list[dict[str, Any]]:
         if not path.is_file():
             raise DataError(f"{source}: data file not found")
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(decode_utf8(path.read_bytes(), source))
         except json.JSONDecodeError as err:
             raise DataError(f"{source}: not valid JSON ({err.msg} at line {err.lineno})") from err
         data = data.get(split, data.get("data", data)) if isinstance(data, dict) else data
@@ -58,6 +92,8 @@ def load_rows(source: str, split: str = "train") -> list[dict[str, Any]]:
         if not path.is_file():
             raise DataError(f"{source}: data file not found")
         kind = {".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}[path.suffix]
+        if kind == "csv":
+            decode_utf8(path.read_bytes(), source)  # an invalid byte named by line, not a pyarrow traceback
         return list(datasets.load_dataset(kind, data_files=str(path), split="train"))
     return list(datasets.load_dataset(source, split=split))
 
@@ -103,6 +139,11 @@ def prepare_prompts(source: str, split: str, config: DataConfig, tokenizer: PreT
         if config.answer_field and config.answer_field not in row:
             raise DataError(f"{source}, row {index}: no '{config.answer_field}' field (data.answer_field; "
                             f"set it to null if the rewards need no gold answer)")
+        for key in filter(None, (config.prompt_field, config.answer_field)):
+            if (bad := lone_surrogate(row[key])) is not None:
+                raise DataError(f"{source}, row {index}: '{key}' holds a lone UTF-16 surrogate "
+                                f"({bad[0][bad[1]]!r} at character {bad[1]}), which is not text a tokenizer can "
+                                f"encode; fix or drop the row")
         text = render_prompt(row, config, tokenizer)
         tokens = tokenizer(text, add_special_tokens=not config.use_chat_template)["input_ids"]
         if not tokens:

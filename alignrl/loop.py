@@ -29,28 +29,32 @@ from alignrl.config.loader import config_to_dict
 from alignrl.config.schema import RunConfig
 from alignrl.evaluation.core import evaluate_prompts, summarize
 from alignrl.logging.metrics import MetricsLogger
+from alignrl.preemption import Preempted, PreemptionWatch
 from alignrl.rewards import RewardInputs
 from alignrl.rewards.base import columns_of
 from alignrl.rollout import SamplingParams
+from alignrl.run_dir import Resume, resolve_resume
 from alignrl.sampling import rank_share, sampling_seed
 from alignrl.step_metrics import reduce_metrics, rollout_metrics
 
 StepCallback = Callable[[int, Components, dict], None]
 
 
-def train(config: RunConfig, resume: bool = False, callbacks: Sequence[StepCallback] = ()) -> Path:
-    """Run (or resume) training as configured; returns the run folder.
+def train(config: RunConfig, resume: Resume = False, callbacks: Sequence[StepCallback] = ()) -> Path:
+    """Run (or resume; ``"auto"``: resume if there is a checkpoint) training as configured; returns the run folder.
 
     ``callbacks`` are called on every rank after each step as ``callback(step, components, metrics)``.
+    On SIGTERM or SIGUSR1 the run finishes its step, saves a checkpoint and raises :class:`Preempted`.
     """
-    c = build_components(config, resume)
-    try:
-        return _train(c, callbacks)
-    finally:
-        c.rewards.close()
+    with PreemptionWatch() as preemption:
+        c = build_components(config, resolve_resume(config.trainer.output_dir, resume))
+        try:
+            return _train(c, callbacks, preemption)
+        finally:
+            c.rewards.close()
 
 
-def _train(c: Components, callbacks: Sequence[StepCallback]) -> Path:
+def _train(c: Components, callbacks: Sequence[StepCallback], preemption: PreemptionWatch) -> Path:
     cfg, acc = c.config, c.accelerator
     start = _restore(c) if c.resume_from else 0
     logger = MetricsLogger(c.run_dir, cfg.logging.report_to, cfg.logging.run_name, config_to_dict(cfg),
@@ -60,6 +64,7 @@ def _train(c: Components, callbacks: Sequence[StepCallback]) -> Path:
                               stop=list(cfg.rollout.stop))
     bar = tqdm(total=cfg.trainer.max_steps, initial=start, desc="train", unit="step",
                disable=not (acc.is_main_process and cfg.logging.progress_bar))
+    stop = False
     for step in range(start + 1, cfg.trainer.max_steps + 1):
         t0 = time.perf_counter()
         picked = c.sampler.next_indices()
@@ -105,12 +110,17 @@ def _train(c: Components, callbacks: Sequence[StepCallback]) -> Path:
             batch.prompts, batch.completions, batch.rewards)][:cfg.logging.log_completions])
         bar.update(1)
         bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", passed=f"{metrics.get('pass_rate', 0.0):.2f}")
-        if step == cfg.trainer.max_steps or (cfg.trainer.save_steps and step % cfg.trainer.save_steps == 0):
-            _save(c, step, finished=step == cfg.trainer.max_steps)
+        stop = step < cfg.trainer.max_steps and preemption.should_stop(acc)  # a signal: save now, then stop
+        if stop or step == cfg.trainer.max_steps or (cfg.trainer.save_steps and step % cfg.trainer.save_steps == 0):
+            checkpoint = _save(c, step, finished=step == cfg.trainer.max_steps)
         for callback in callbacks:
             callback(step, c, metrics)
+        if stop:
+            break
     bar.close()
     logger.close()
+    if stop:
+        raise Preempted(preemption.received or "a signal to another process", step, checkpoint)
     return c.run_dir
 
 
@@ -130,10 +140,10 @@ def run_eval(c: Components, step: int = 0) -> dict[str, float]:
     return {k: float(v / max(float(reduced[-1]), 1.0)) for k, v in zip(totals, reduced[:-1])}
 
 
-def _save(c: Components, step: int, finished: bool) -> None:
-    save_checkpoint(c.accelerator, c.run_dir, step, c.learner.models, c.tokenizer, {"finished": finished},
-                    {"sampler": c.sampler.state_dict(), "rewards": c.rewards.state_dict()},
-                    c.config.trainer.save_total_limit)
+def _save(c: Components, step: int, finished: bool) -> Path:
+    return save_checkpoint(c.accelerator, c.run_dir, step, c.learner.models, c.tokenizer, {"finished": finished},
+                           {"sampler": c.sampler.state_dict(), "rewards": c.rewards.state_dict()},
+                           c.config.trainer.save_total_limit)
 
 
 def _restore(c: Components) -> int:
