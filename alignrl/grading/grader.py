@@ -1,8 +1,10 @@
 """Grading one output against one gold answer.
 
-:func:`prepare` does the in-process part (extraction, normalisation, the string and number fast paths);
-what it cannot decide goes to math-verify in a worker process (:mod:`alignrl.grading.pool`), which bounds
-its time. :func:`grade` is bounded that way; :func:`grade_local` runs everything in-process, unbounded.
+:func:`prepare` does the in-process part: extraction (:func:`~alignrl.grading.extract.find_answer`; the rules
+that choose among answer markers, with an example of each, are in :class:`~alignrl.grading.config.GraderConfig`),
+then :func:`compare`: plain-text math written as LaTeX (``18*pi``, ``sqrt(5)/3``), normalisation, and the string
+and number fast paths. What it cannot decide goes to math-verify in a worker process (:mod:`alignrl.grading.pool`),
+which bounds its time. :func:`grade` is bounded that way; :func:`grade_local` runs everything in-process, unbounded.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ import re
 from typing import NamedTuple
 
 from alignrl.grading.config import GraderConfig, Verdict
-from alignrl.grading.extract import extract_answer
-from alignrl.grading.normalize import as_number, normalize
+from alignrl.grading.extract import find_answer
+from alignrl.grading.normalize import as_number, normalize, plain_math
 from alignrl.grading.numeric import clearly_different, evaluate, evaluate_matrix, matrices_differ
 
 _WORD = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{2,}")  # an English word, not a \command
@@ -44,30 +46,58 @@ def _text_answer(s: str, declared: bool = False) -> str | None:
     return "".join(c for c in inner.lower() if c.isalpha()) or None
 
 
+def _top_level_equals(s: str) -> list[int]:
+    """Positions of the ``=`` signs of ``s`` outside any ``{}``, ``()`` or ``[]`` group (``\\sum_{k=1}`` has none)."""
+    found, depth, last = [], 0, 0
+    for m in _EQ.finditer(s):
+        depth += sum(s.count(c, last, m.start()) for c in "{([") - sum(s.count(c, last, m.start()) for c in "})]")
+        last = m.start()
+        if depth <= 0:
+            found.append(m.start())
+    return found
+
+
 def _rhs(answer: str, gold: str) -> str:
-    """``x = 5`` -> ``5`` when the answer has exactly one ``=`` and the gold has none."""
-    if _EQ.search(gold):
+    """``x = 5`` -> ``5`` when the answer has exactly one top-level ``=`` and the gold has none."""
+    if _top_level_equals(gold):
         return answer
-    parts = _EQ.split(answer)
-    return parts[1].strip() if len(parts) == 2 and parts[1].strip() else answer
+    eqs = _top_level_equals(answer)
+    rhs = answer[eqs[0] + 1:].strip() if len(eqs) == 1 else ""
+    return rhs or answer
+
+
+def comparison_form(answer: str, gold: str) -> str:
+    """The form of an extracted ``answer`` that is compared with ``gold`` (right-hand side, plain math as LaTeX)."""
+    return plain_math(_rhs(answer, plain_math(str(gold).strip())))
 
 
 def prepare(output: str, gold: str, config: GraderConfig | None = None) -> Verdict | Pending:
     """A final :class:`Verdict` when extraction and the fast paths decide, else a :class:`Pending` item."""
     config = config or GraderConfig()
-    answer = extract_answer(output if isinstance(output, str) else str(output), config)
+    answer = find_answer(output if isinstance(output, str) else str(output), config).answer
     if answer is None:
         return Verdict(False, None, "no_answer", "none")
+    return compare(answer, gold, config)
+
+
+def compare(answer: str, gold: str, config: GraderConfig | None = None) -> Verdict | Pending:
+    """An extracted ``answer`` against ``gold``: a :class:`Verdict` when the in-process checks decide, else a
+    :class:`Pending` item for math-verify (used by :func:`prepare`, and by maj@k to group equivalent answers)."""
+    config = config or GraderConfig()
+    answer = answer.strip()
     if len(answer) > config.max_answer_chars:
         return Verdict(False, answer[: config.max_answer_chars], "unparsable", "none")
     gold = str(gold).strip()
-    if not gold:
+    if not gold or len(gold) > config.max_gold_chars:  # nothing to compare, or no answer's gold (bounded work)
         return Verdict(False, answer, "wrong", "none")
+    gold = plain_math(gold)
     gold_norm = normalize(gold)
     candidate = _rhs(answer, gold)
-    for cand in dict.fromkeys((answer, candidate)):
+    plain = plain_math(candidate)
+    for cand in dict.fromkeys((answer, candidate, plain)):
         if normalize(cand) == gold_norm:
             return Verdict(True, answer, "correct", "exact")
+    candidate = plain
     cand_norm = normalize(candidate)
     gold_pct, ans_pct = "%" in gold, "%" in candidate  # math-verify takes 50% == 0.5 == 50: so do we
     percent = gold_pct or ans_pct

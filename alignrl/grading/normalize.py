@@ -28,14 +28,21 @@ _FRAC_NUM = re.compile(r"^([+-]?)(\d{1,60})?\\frac\{([+-]?\d{1,60})\}\{(\d{1,60}
 
 
 def _unwrap(s: str) -> str:
+    """``s`` without enclosing ``$..$``, ``\\(..\\)``, ``**..**`` etc., however deeply nested: one pass of index
+    moves, so a million ``$`` take linear time."""
+    lo, hi = 0, len(s)
     changed = True
     while changed:
         changed = False
+        while lo < hi and s[lo].isspace():
+            lo += 1
+        while hi > lo and s[hi - 1].isspace():
+            hi -= 1
         for left, right in _WRAPPERS:
-            if len(s) >= len(left) + len(right) and s.startswith(left) and s.endswith(right):
-                s = s[len(left):len(s) - len(right)].strip()
+            if hi - lo >= len(left) + len(right) and s.startswith(left, lo, hi) and s.endswith(right, lo, hi):
+                lo, hi = lo + len(left), hi - len(right)
                 changed = True
-    return s
+    return s[lo:hi]
 
 
 def normalize(ans: str) -> str:
@@ -83,3 +90,56 @@ def as_number(s: str) -> Fraction | None:
     except (ValueError, ZeroDivisionError):
         return None
     return None
+
+
+_UNICODE_MATH = {"π": "\\pi ", "√": "\\sqrt", "∞": "\\infty ", "×": "\\times ", "·": "\\cdot ", "⋅": "\\cdot ",
+                 "−": "-", "÷": "\\div ", "≤": "\\le ", "≥": "\\ge ", "≠": "\\ne "}
+_POWER_STARS = re.compile(r"(?<=[\w)])\s*\*\*\s*(?=[\w(-])")  # x**2 (Python's power)
+_STAR = re.compile(r"(?<=[\w).}\]])\s*\*\s*(?=[\w(\\{.])")  # 18*pi, 2*(x+1): a product, never `^*` or `**`
+_PLAIN_WORD = re.compile(r"(?<![\\a-zA-Z])(sqrt|pi|infinity|infty|inf|arcsin|arccos|arctan|sin|cos|tan|cot|sec|"
+                         r"csc|log|ln|exp)(?![a-zA-Z])")
+_PLAIN_NAMES = {"infinity": "infty", "inf": "infty"}
+_OPENERS = re.compile(r"\\sqrt\s*\(|\^\s*\(|\(|\)")
+_LONG_POWER = re.compile(r"\^(\d{2,})")
+_PLAIN_HINT = re.compile(r"[*π√∞×·⋅−÷≤≥≠]|\^\s*\(|\^\d\d|"
+                         r"(?<![\\a-zA-Z])(?:sqrt|pi|inf|infinity|sin|cos|tan|log|ln|exp)"
+                         r"(?![a-zA-Z])")
+
+
+def _braces_for_parens(s: str) -> str:
+    """``\\sqrt(5)`` -> ``\\sqrt{5}`` and ``x^(n+1)`` -> ``x^{n+1}`` (matching parentheses; one pass)."""
+    out, stack, pos = [], [], 0
+    for m in _OPENERS.finditer(s):
+        out.append(s[pos:m.start()])
+        tok = m.group()
+        if tok == ")":
+            out.append("}" if stack and stack.pop() else ")")
+        elif tok == "(":
+            stack.append(False)
+            out.append("(")
+        else:  # `\sqrt(` or `^(`
+            stack.append(True)
+            out.append(tok[:-1].rstrip() + "{")
+        pos = m.end()
+    out.append(s[pos:])
+    return "".join(out)
+
+
+def plain_math(ans: str) -> str:
+    """Plain-text math written as LaTeX, for the comparisons: ``18*pi`` -> ``18 \\cdot \\pi``, ``sqrt(5)/3`` ->
+    ``\\sqrt{5}/3``, ``4 pi`` -> ``4 \\pi``, ``x**2`` / ``x^(2)`` -> ``x^2`` / ``x^{2}``, ``2^10`` -> ``2^{10}``,
+    ``π``/``√``/``∞`` -> ``\\pi``/``\\sqrt``/``\\infty``. LaTeX is left as it is (only a ``*`` product becomes
+    ``\\cdot``); words are converted only in answers with no LaTeX command. Linear in the length."""
+    if len(ans) > 2000 or not _PLAIN_HINT.search(ans):
+        return ans
+    plain = "\\" not in ans
+    s = "".join(_UNICODE_MATH.get(c, c) for c in ans) if not ans.isascii() else ans
+    if plain:
+        s = _POWER_STARS.sub("^", s)
+    s = _STAR.sub(" \\\\cdot ", s)
+    if plain:
+        s = _PLAIN_WORD.sub(lambda m: "\\" + _PLAIN_NAMES.get(m.group(1), m.group(1)) + " ", s)
+        s = _LONG_POWER.sub(r"^{\1}", s)
+    if "(" in s and ("\\sqrt" in s or "^" in s):
+        s = _braces_for_parens(s)
+    return " ".join(s.split())

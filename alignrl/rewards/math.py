@@ -8,7 +8,9 @@ Recipe use::
           kwargs: {mode: pm1, truncated_score: -1.0, answer_field: answer}
 
 For training it reads only a boxed or explicitly marked final answer (``TRAINING_EXTRACTORS``), so a policy is
-never rewarded for an answer guessed from prose; ``extractors: [boxed, ..., last_sentence]`` widens it.
+never rewarded for an answer guessed from prose; among those markers the same position rule as evaluation picks
+the answer (the last marker wins: ``\\boxed{3} ... Final Answer: 5`` is graded as 5; the rules are in
+:class:`~alignrl.grading.GraderConfig`). ``extractors: [boxed, ..., last_sentence]`` widens it.
 """
 
 from __future__ import annotations
@@ -43,10 +45,10 @@ class MathReward(Reward):
     ``mode``: ``binary`` (1 correct, 0 otherwise) or ``pm1`` (+1 / -1). ``truncated_score``: the score of a
     completion whose finish reason is ``length`` (default: graded like any other). ``no_answer_score``: the
     score when no answer was found or it could not be parsed (default: the wrong score). ``extractors``
-    (default ``TRAINING_EXTRACTORS``: boxed and explicit final answers only), ``separators`` and ``timeout``
-    set the grader's :class:`~alignrl.grading.GraderConfig`. A batch is graded in one call to the shared
-    :class:`~alignrl.grading.GraderPool` (bounded time per answer). ``info`` holds per-sample ``correct``,
-    ``no_answer`` and ``truncated`` (0/1).
+    (default ``TRAINING_EXTRACTORS``: boxed and explicit final answers only, ranked by position: the last one
+    wins), ``separators`` and ``timeout`` set the grader's :class:`~alignrl.grading.GraderConfig`. A batch is
+    graded in one call to the shared :class:`~alignrl.grading.GraderPool` (bounded time per answer). ``info``
+    holds per-sample ``correct``, ``no_answer`` and ``truncated`` (0/1).
     """
 
     def __init__(self, answer_field: str = "answer", mode: str = "binary", truncated_score: float | None = None,

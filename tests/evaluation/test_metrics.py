@@ -6,7 +6,8 @@ import itertools
 
 import pytest
 
-from alignrl.evaluation.metrics import compute_metrics, default_ks, majority_vote, normalize_answer, pass_at_k
+from alignrl.evaluation.metrics import AnswerGrouping, compute_metrics, default_ks, majority_vote, normalize_answer, \
+    pass_at_k
 
 
 def brute_force_pass_at_k(n: int, c: int, k: int) -> float:
@@ -55,7 +56,7 @@ def test_majority_vote_none_answers_abstain():
     assert majority_vote(["  ", None, "2"], [False, False, False]) == ("2", False)
 
 
-def test_majority_vote_groups_cosmetic_variants():
+def test_majority_vote_by_string_groups_cosmetic_variants_only():
     answers = ["\\dfrac{1}{2}", "0.5", " \\frac{1}{2} ", "0.5"]
     winner, correct = majority_vote(answers, [True, True, True, True])
     assert winner == "\\frac{1}{2}" and correct
@@ -94,3 +95,54 @@ def test_compute_metrics_overall_and_breakdowns():
     assert m["by_subject"]["Algebra"]["pass@2"] == 1.0
     with pytest.raises(ValueError):
         compute_metrics(problems, [4])
+
+
+def test_majority_vote_with_an_equivalence():
+    answers = ["1/3", "0.5", "\\frac13", "\\frac{1}{2}", "\\dfrac12"]
+    correct = [False, True, False, True, True]
+    assert majority_vote(answers, correct) == ("1/3", False)  # by string: five groups, the first wins the tie
+    classes = [{"0.5", "\\frac{1}{2}", "\\frac12"}, {"1/3", "\\frac13"}]
+
+    def same(first: str, other: str) -> bool:
+        return first == other or any({first, other} <= c for c in classes)
+
+    assert majority_vote(answers, correct, same) == ("0.5", True)
+
+
+def _votes(answers, correct):
+    return [_problem(1, "Algebra", correct, answers)]
+
+
+def test_maj_at_k_groups_by_mathematical_equivalence():
+    problems = _votes(["1/3", "0.5", "\\frac13", "\\frac{1}{2}", "\\dfrac12", "7"],
+                      [False, True, False, True, True, False])
+    by_string = compute_metrics(problems, [1, 4], grouping="string")
+    assert by_string["maj_grouping"] == {"method": "string"} and by_string["overall"]["maj@4"] == 0.0
+    by_value = compute_metrics(problems, [1, 4])
+    assert by_value["overall"]["maj@4"] == 0.0  # of the first four: two thirds, two halves; the tie goes to 1/3
+    assert compute_metrics(problems, [1, 6])["overall"]["maj@6"] == 1.0  # three halves
+    grouping = by_value["maj_grouping"]
+    assert grouping["method"] == "equivalence" and grouping["pairs"] == 6 and grouping["in_process"] == 6
+    assert grouping["unresolved"] == 0 and grouping["timeouts"] == 0
+
+
+def test_maj_at_k_equivalence_through_math_verify():
+    answers = ["\\frac{\\sqrt{2}}{2}", "1", "\\frac{1}{\\sqrt{2}}", "1"]
+    problems = _votes(answers, [True, False, True, False])
+    result = compute_metrics(problems, [4])
+    assert result["overall"]["maj@4"] == 1.0  # two equal halves of sqrt 2 beat two 1s: the tie goes to the first
+    grouping = result["maj_grouping"]
+    assert grouping["math_verify"] >= 1 and grouping["method"] == "equivalence" and grouping["seconds"] >= 0
+    assert compute_metrics(problems, [4], grouping="string")["overall"]["maj@4"] == 0.0
+
+
+def test_maj_at_k_grouping_is_bounded_in_time():
+    problems = _votes(["\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt{2}}"], [True, True])
+    grouping = AnswerGrouping(problems, 2, timeout=1.0, budget_s=0.0)
+    assert grouping.budget_ran_out and grouping.stats["unresolved"] == 1
+    assert not grouping.same("\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt{2}}")
+    described = compute_metrics(problems, [2], budget_s=0.0)["maj_grouping"]
+    assert described["method"].startswith("equivalence (partial: 1 pairs left")
+    with pytest.raises(ValueError, match="grouping must be one of"):
+        compute_metrics(problems, [2], grouping="exact")
+    assert compute_metrics(problems, [1])["maj_grouping"]["method"].startswith("equivalence (k = 1")

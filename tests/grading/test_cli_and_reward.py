@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -168,3 +170,70 @@ def test_math_reward_errors():
         build_reward("math", {"extractors": ["boxed", "nope"]})
     with pytest.raises(RewardError, match="timeout must be > 0"):
         build_reward("math", {"timeout": 0})
+
+
+def test_cli_explain_says_which_extractor_fired_and_why():
+    rows = [{"output": "Final Answer: The area is 46 square meters.\n\nOops, 6*8 = 48.\nThe answer is: 48.",
+             "gold": "48"},
+            {"output": "no answer in here", "gold": "1"}]
+    done = cli("--explain", "--no-progress", stdin=jsonl(rows))
+    assert done.returncode == 0, done.stderr
+    first, second = [json.loads(line) for line in done.stdout.splitlines()]
+    assert first["correct"] and first["extracted"] == "48"
+    explain = first["explain"]
+    assert explain["extractor"] == "answer_is" and rows[0]["output"][explain["offset"]:].startswith("48")
+    assert [c["extractor"] for c in explain["candidates"]] == ["final_answer", "answer_is"]
+    assert explain["candidates"][0]["value"] == "46" and explain["why"] and explain["compared_as"] == "48"
+    assert second["explain"]["extractor"] is None and "no fallback" in second["explain"]["why"]
+    assert "explain" not in json.loads(cli("--no-progress", stdin=jsonl(rows[:1])).stdout)
+    by_order = json.loads(cli("--ranking", "order", "--no-progress", stdin=jsonl(rows[:1])).stdout)
+    assert by_order["extracted"] == "46" and not by_order["correct"]  # final_answer comes first in the order
+
+
+def test_cli_lone_surrogate_is_escaped_and_named(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"id": "a\\udc00", "output": "\\\\boxed{5\\ud800}", "gold": "5"}\n' + jsonl(ROWS[:1]))
+    for target in (None, tmp_path / "out.jsonl"):
+        done = cli(str(src), "--keep", "id", "--no-progress", *(["-o", str(target)] if target else []))
+        assert done.returncode == 0, done.stderr
+        assert f"{src}:1" in done.stderr and "surrogate" in done.stderr
+        text = target.read_text(encoding="utf-8") if target else done.stdout
+        out = [json.loads(line) for line in text.splitlines()]
+        assert out[0]["id"] == "a\udc00" and out[0]["extracted"] == "5\ud800" and out[1]["correct"]
+
+
+def test_cli_refuses_an_unwritable_output_before_grading(tmp_path):
+    done = cli("-o", str(tmp_path / "missing" / "out.jsonl"), stdin=jsonl(ROWS))
+    assert done.returncode == 2 and "alignrl grade: error: --output" in done.stderr and "does not exist" in done.stderr
+    assert "graded" not in done.stderr
+    done = cli("-o", str(tmp_path), stdin=jsonl(ROWS))
+    assert done.returncode == 2 and "is a folder" in done.stderr
+    done = cli("--extractors", "boxed,nope", stdin=jsonl(ROWS))
+    assert done.returncode == 2 and "alignrl grade: error: unknown extractor(s) nope" in done.stderr
+
+
+def test_cli_ctrl_c_exits_quietly_with_130(tmp_path):
+    slow = [{"output": f"\\boxed{{9^{{9^{{9^{{9}}}}}}+{i}y}}", "gold": "1"} for i in range(40)]
+    target = tmp_path / "out.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "alignrl.grading.cli", "--workers", "1", "--timeout", "30",
+                             "-o", str(target)], stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdin.write(jsonl(slow))
+    proc.stdin.close()
+    seen = ""
+    while "grade:" not in seen:  # the progress bar appears once the workers are being used
+        char = proc.stderr.read(1)
+        assert char, f"exited early: {seen}"
+        seen += char
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=60) == 130
+    assert "Traceback" not in seen + rest and "interrupted" in rest
+    assert list(tmp_path.iterdir()) == []  # nothing partial written
+
+
+def test_training_reward_ranks_its_markers_by_position():
+    outputs = ["\\boxed{3}\n\nNo wait, I misread.\n\nFinal Answer: 5", "Final Answer: 3\n\nBoxed: \\boxed{5}",
+               "\\boxed{5}\n\nSo the answer is 3.", "# Answer\n\nThe answer has 5 letters."]
+    assert math(outputs, ["5"] * 4) == [1.0, 1.0, 1.0, 1.0]
+    assert score(outputs, ["3"] * 4).scores == [0.0, 0.0, 0.0, 0.0]

@@ -44,7 +44,8 @@ def test_extract_answer(output, expected):
 
 def test_extractors_are_configurable():
     text = "The answer is 3. \\boxed{4}"
-    assert extract_answer(text, GraderConfig(extractors=("answer_is", "boxed"))) == "3"
+    assert extract_answer(text, GraderConfig(extractors=("answer_is", "boxed"), ranking="order")) == "3"
+    assert extract_answer(text, GraderConfig(extractors=("answer_is",))) == "3"
     assert extract_answer("we get 1, 2 and 3 things", GraderConfig(extractors=("last_number",))) == "3"
     assert extract_answer("x</answer>\\boxed{5}", GraderConfig(separators=("</answer>",))) == "5"
     with pytest.raises(ValueError, match="unknown extractor"):

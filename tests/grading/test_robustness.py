@@ -40,6 +40,11 @@ REGEX_TRAPS = {  # inputs that make careless regexes backtrack for minutes
     "equals": "\\boxed{" + "=" * 900 + "}",
     "tuple_run": "(1" + ",1" * 1000,
     "digits": "1" * 100_000,
+    "answer_label_stars": "Answer" + "*" * 100_000 + "x",
+    "answer_lines": "\n".join(["answer"] * 20_000),
+    "hypothetical_answers": "if the answer is " * 10_000,
+    "label_lead_blanks": "\n" + " \t" * 50_000 + "so the final answer",
+    "plain_math": "sqrt(" * 5_000 + "pi*" * 5_000,
 }
 
 
