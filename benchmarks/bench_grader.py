@@ -58,7 +58,7 @@ def main() -> None:
             start = time.perf_counter()
             pool.start()
             started = time.perf_counter() - start
-            pids = [w.proc.pid for w in pool._workers]
+            pids = pool.worker_pids()
             cpu0, worker_cpu0 = time.process_time(), _cpu_seconds(pids)
             start = time.perf_counter()
             verdicts = pool.grade_many(pairs)

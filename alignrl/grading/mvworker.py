@@ -1,9 +1,14 @@
-"""math-verify equivalence, and the worker process that runs it (``python mvworker.py RFD WFD [MEM_MB [WARM]]``).
+"""math-verify equivalence, and the worker process that runs it (``python mvworker.py RFD WFD [MEM_MB [WARM [PPID]]]``;
+``WARM``: how many warm-up texts to verify before reporting ready).
 
 This file imports nothing from alignrl, so a worker is a bare interpreter plus math-verify, whatever the
 parent has imported (no torch, no re-import of the parent's ``__main__``). Parent and worker talk through
 :class:`multiprocessing.connection.Connection` objects over two pipes: the parent sends
 ``(answer, gold, float_rounding, strict)`` and receives ``(correct, reason)``; ``None`` asks the worker to exit.
+
+A worker dies with its parent even while math-verify holds the GIL: on Linux it asks the kernel for SIGKILL when
+the parent *thread* that started it ends (``prctl(PR_SET_PDEATHSIG)``), so the parent starts workers from a thread
+that lives as long as they do; elsewhere a watchdog thread polls the parent (it cannot run while the GIL is held).
 """
 
 import os
@@ -49,15 +54,16 @@ def verify_answer(answer: str, gold: str, float_rounding: int = 6, strict: bool 
     return bool(ok), "correct" if ok else "wrong"
 
 
-_WARMUP = ("\\frac{\\sqrt{3}}{2}", "(1, -\\frac{1}{2})", "[0, \\infty)", "x^2 + 2x + 1 = 0", "\\text{(A)}",
-           "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "3\\pi - \\cos(\\theta)", "2, 3")
+WARMUP = ("\\frac{\\sqrt{3}}{2}", "(1, -\\frac{1}{2})", "[0, \\infty)", "x^2 + 2x + 1 = 0", "\\text{(A)}",
+          "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "3\\pi - \\cos(\\theta)", "2, 3")
 
 
-def _warm_up() -> None:
-    """Pay math-verify's first-call costs (grammar and sympy caches) before reporting ready."""
-    for text in _WARMUP:
+def _warm_up(count: int = len(WARMUP)) -> None:
+    """Pay math-verify's first-call costs (grammar and sympy caches: 0.3-0.5 s of CPU that an item would
+    otherwise pay inside its timeout) before reporting ready; about 1 s of CPU for all ``count`` texts."""
+    for text in WARMUP[:count]:
         try:
-            verify_answer(text, _WARMUP[0])
+            verify_answer(text, WARMUP[0])
         except Exception:  # noqa: BLE001
             pass
     _parse_boxed.cache_clear()
@@ -74,16 +80,34 @@ def _limit_memory(mem_mb: int) -> None:
             pass
 
 
-def _die_with_parent() -> None:
-    """Ctrl-C is the parent's to handle; a watchdog thread exits when the parent process is gone."""
+def _set_parent_death_signal() -> bool:
+    """Linux: SIGKILL this process when the thread that started it ends (no GIL needed); False if unavailable."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(1, int(signal.SIGKILL), 0, 0, 0) == 0  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError, ValueError):
+        return False
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ctrl-C is the parent's to handle; the worker exits when the parent process (``parent``) is gone."""
     import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    armed = _set_parent_death_signal()
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(0)
+    if armed:
+        return
     import threading
     import time
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parent = os.getppid()
-
-    def watch() -> None:
+    def watch() -> None:  # portable fallback
         while os.getppid() == parent:
             time.sleep(1.0)
         os._exit(0)
@@ -94,13 +118,12 @@ def _die_with_parent() -> None:
 def main(argv: list[str]) -> None:
     from multiprocessing.connection import Connection
 
-    _die_with_parent()
+    _die_with_parent(int(argv[5]) if len(argv) > 5 else os.getppid())
     rfd, wfd = int(argv[1]), int(argv[2])
     _limit_memory(int(argv[3]) if len(argv) > 3 else 0)
     conn_in, conn_out = Connection(rfd, writable=False), Connection(wfd, readable=False)
     _load()
-    if len(argv) <= 4 or argv[4] != "0":
-        _warm_up()
+    _warm_up(int(argv[4]) if len(argv) > 4 else len(WARMUP))
     conn_out.send(("ready", None))
     while True:
         try:
