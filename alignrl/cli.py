@@ -9,6 +9,7 @@
     alignrl rm train RECIPE.yaml [key=value ...] [--resume]
     alignrl rm data {synthetic,labelled} --out DIR [...]
     alignrl score --model RM_DIR --data FILE --out DIR [--group-by COL ...]
+    alignrl bench --out DIR [--suite train,grader,rollout,sync] [--repeats N]
     alignrl sweep RECIPE.yaml --grid algorithm.kl_coef=0,0.01,0.1 [--seeds 0 1 2] [--out DIR] [key=value ...]
     alignrl compare --base RECIPE.yaml [--methods recipes/compare/grpo.yaml ...] --bc "runs/x/seed{seed}/bc" \\
         --data "runs/x/seed{seed}/data" [--seeds 0 1 2] [--out DIR] [key=value ...]
@@ -101,6 +102,8 @@ LAZY_COMMANDS = {  # command -> (help, module with add_arguments/run); imported 
               "alignrl.reward_model.train_cli"),
     ("score",): ("score preference pairs or responses with a reward model: JSONL, summary, plots",
                  "alignrl.reward_model.score_cli"),
+    ("bench",): ("speed against the peers (TRL, math-verify, hf engine): bench.json, bench.md, PNGs",
+                 "alignrl.bench.cli"),
 }
 
 
