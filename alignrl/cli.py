@@ -121,18 +121,20 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     train.set_defaults(func=_train)
 
     sft = sub.add_parser("sft", help="behaviour cloning / SFT on demonstrations (TRL SFTTrainer)")
-    sft.add_argument("recipe")
-    sft.add_argument("overrides", nargs="*")
+    sft.add_argument("recipe", help="SFT recipe YAML (see recipes/sft_*.yaml)")
+    sft.add_argument("overrides", nargs="*", help="key=value overrides, e.g. sft.max_steps=300 or "
+                                                  "overwrite_output_dir=true")
     sft.set_defaults(func=_sft)
 
     quick = sub.add_parser("quickstart", help="offline end-to-end demo: BC then GRPO on a tiny model (CPU)")
     quick.add_argument("--out", default="runs/quickstart", help="output folder")
-    quick.add_argument("--seed", type=int, default=0)
+    quick.add_argument("--seed", type=int, default=0, help="seed of the task data, the model and training "
+                                                            "(default 0)")
     quick.add_argument("--overwrite", action="store_true", help="replace a finished quickstart in --out")
     quick.set_defaults(func=_quickstart)
 
     plot = sub.add_parser("plot", help="PNG curves of a run's metrics.jsonl")
-    plot.add_argument("run_dir")
+    plot.add_argument("run_dir", help="a run's output_dir (holding metrics.jsonl)")
     plot.add_argument("--output", default=None, help="PNG path (default RUN_DIR/curves.png)")
     plot.set_defaults(func=_plot)
 

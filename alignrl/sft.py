@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers.trainer_callback import ProgressCallback
 
 
 @dataclass
@@ -69,6 +70,21 @@ class SFTParams:
     """Show the tqdm progress bar."""
     extra_args: dict[str, Any] = field(default_factory=dict)
     """Further ``SFTConfig`` fields, passed through as they are (they override the settings above)."""
+
+
+class _LossInBar(ProgressCallback):
+    """transformers' progress bar, labelled "sft", with the latest loss as its postfix (instead of a dict printed
+    under the bar at every log)."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        super().on_train_begin(args, state, control, **kwargs)
+        if self.training_bar is not None:
+            self.training_bar.set_description("sft")
+            self.training_bar.unit = "step"
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.training_bar is not None and logs and "loss" in logs:
+            self.training_bar.set_postfix(loss=f"{float(logs['loss']):.4f}", refresh=False)
 
 
 def _bf16_supported() -> bool:
@@ -156,8 +172,7 @@ def run_sft(
     out = Path(output_dir)
     use_cache = getattr(model.config, "use_cache", None)  # Trainer sets it to False (args.use_cache)
     bars_were_on = datasets.is_progress_bar_enabled()
-    if not params.progress_bar:
-        datasets.disable_progress_bars()  # TRL's dataset preparation shows five of them
+    datasets.disable_progress_bars()  # TRL's dataset preparation shows five of them: one bar per phase is enough
     try:
         trainer = SFTTrainer(
             model=model,
@@ -168,6 +183,9 @@ def run_sft(
     finally:
         if bars_were_on:
             datasets.enable_progress_bars()
+    if params.progress_bar:  # one bar with the loss in it
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(_LossInBar())
     trainer.train()
     if use_cache is not None:
         trainer.accelerator.unwrap_model(trainer.model).config.use_cache = use_cache  # saved for generation

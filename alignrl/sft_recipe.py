@@ -44,13 +44,35 @@ def load_sft_config(path: str | Path, overrides: list[str] | tuple[str, ...] = (
     return config
 
 
+# files that mark a folder as holding a trained (or partly saved) model; a folder without them never blocks a rerun
+MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "sft_params.json", "trainer_state.json")
+
+
+def check_output_dir(path: str | Path, overwrite: bool) -> None:
+    """Refuse a folder that holds a model unless ``overwrite``; a folder left by a failed start is reused."""
+    from alignrl.run_dir import RunDirError, check_writable
+
+    path = Path(path)
+    check_writable(path)  # a file, or a folder this process cannot write in
+    held = [name for name in MODEL_FILES if (path / name).exists()]
+    if held and not overwrite:
+        raise RunDirError(f"{path}: the folder already holds a model ({', '.join(held)}); pass "
+                          f"overwrite_output_dir=true to start over (its contents will be deleted), or choose "
+                          f"another output_dir=FOLDER")
+
+
 def run_sft_recipe(config: SFTRunConfig) -> Path:
     """Validate the demonstrations, refuse to clobber a previous run, train, and return the model folder."""
     from alignrl.learner.models import load_causal_lm, load_tokenizer
-    from alignrl.run_dir import check_run_dir, claim_run_dir
+    from alignrl.run_dir import claim_run_dir
     from alignrl.sft import run_sft
 
-    check_run_dir(config.output_dir, resume=False, overwrite=config.overwrite_output_dir)
+    from alignrl.logging.metrics import LOGGER_REQUIREMENTS
+    from alignrl.requirements import as_requirements, check
+
+    for logger in config.sft.report_to:
+        check(f"logger '{logger}'", "sft.report_to", as_requirements(LOGGER_REQUIREMENTS.get(logger, ())))
+    check_output_dir(config.output_dir, config.overwrite_output_dir)
     rows = load_rows(config.data.train, config.data.split)
     if not rows:
         raise DataError(f"{config.data.train}: the dataset is empty")

@@ -33,6 +33,18 @@ def prompt_files(tmp_path_factory) -> dict[str, Path]:
             "eval": write_jsonl(folder / "eval.jsonl", make_prompts(16, seed=0, split="heldout"))}
 
 
+@pytest.fixture(scope="session")
+def math500_file() -> Path:
+    """MATH-500 as a JSONL file (shared/ beside the checkout, or a copy fetched from the hub); skips with the
+    reason when neither is available."""
+    from math500_data import find_math500
+
+    path, reason = find_math500()
+    if path is None:
+        pytest.skip(reason)
+    return path
+
+
 @pytest.fixture()
 def base_recipe(tiny_model_dir, prompt_files, tmp_path) -> dict:
     """A complete, fast recipe as a dict (tests override what they exercise)."""

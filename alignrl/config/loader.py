@@ -48,20 +48,40 @@ def apply_override(data: dict, override: str) -> None:
 
 
 def check_paths(config: Any, source: str) -> None:
-    """Fail early, by key, on local model/data paths that do not exist (hub names are checked when loaded).
+    """Fail early, by key, on local paths the run will use that do not exist (hub names are checked when loaded).
 
-    ``config`` is any config with ``model.path``/``model.reference`` and ``data.train`` (and maybe ``data.eval``).
+    ``config`` is any config with ``model.path``/``model.reference`` and ``data.train``; ``data.eval`` is checked
+    only when evaluation runs (``eval.every_steps > 0``), and so are the reward kwargs that name a model
+    (``path``, ``model``, ``*_model``, ``*model_path``) of every term that runs.
     """
-    for key, value in (("model.path", config.model.path), ("model.reference", config.model.reference)):
+    models = [("model.path", config.model.path), ("model.reference", config.model.reference)]
+    for index, term in enumerate(getattr(getattr(config, "reward", None), "functions", None) or []):
+        models += [(f"reward.functions[{index}].kwargs.{name}", value) for name, value in term.kwargs.items()
+                   if term.weight != 0 and isinstance(value, str) and _names_a_path(name)]
+    for key, value in models:
         if value and _looks_local(value) and not Path(value).expanduser().exists():
             raise ConfigError(source, key, f"model folder not found: {value}")
-    for key, value in (("data.train", config.data.train), ("data.eval", getattr(config.data, "eval", None))):
+    evaluation = getattr(config, "eval", None)
+    data_eval = getattr(config.data, "eval", None)
+    if evaluation is not None and evaluation.every_steps > 0 and not data_eval:
+        raise ConfigError(source, "data.eval", f"eval.every_steps is {evaluation.every_steps} but no held-out "
+                                               f"prompt file is set: set data.eval, or eval.every_steps=0")
+    uses_eval = evaluation is None or evaluation.every_steps > 0
+    for key, value in (("data.train", config.data.train), ("data.eval", data_eval if uses_eval else None)):
         if value and (_looks_local(value) or value.endswith(DATA_SUFFIXES)) and not Path(value).expanduser().exists():
             raise ConfigError(source, key, f"data file not found: {value}")
 
 
+def _names_a_path(kwarg: str) -> bool:
+    return kwarg in ("path", "model") or kwarg.endswith(("_model", "model_path"))
+
+
 def _looks_local(value: str) -> bool:
-    return value.startswith(("/", "./", "../", "~")) or Path(value).exists()
+    """A local path rather than a hub name: absolute, relative with ./ or ../, ~, existing, or inside a folder that
+    exists here (``runs/rm_quickstart`` when ``runs/`` exists; a hub name's organisation is not a local folder)."""
+    parts = Path(value).parts
+    return (value.startswith(("/", "./", "../", "~")) or Path(value).exists()
+            or (len(parts) > 1 and Path(parts[0]).is_dir()))
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),

@@ -90,9 +90,17 @@ class EngineConfig(NamedSection):
 
     @classmethod
     def settings_class(cls, name: str) -> type:
+        from alignrl.requirements import KNOWN
         from alignrl.rollout import engine_settings_class
 
-        return engine_settings_class(name)
+        try:
+            return engine_settings_class(name)
+        except KeyError as err:  # an optional engine whose package is missing may not have registered itself
+            package = KNOWN.get(name)
+            if package is not None and not package.installed():
+                raise KeyError(f"rollout engine '{name}' needs the package '{package.module}', which is not "
+                               f"installed; install it with {package.advice()}") from err
+            raise
 
 
 @dataclass

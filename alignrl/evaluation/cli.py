@@ -38,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--grader-workers", type=int, help="grader processes (default 2)")
     add("--grader-timeout", type=float, help="seconds per answer sent to math-verify; a timeout counts as wrong "
                                                "(default: the grader's, 5)")
-    add("--overwrite", action="store_const", const=True, help="start over in a folder that holds a run")
+    add("--overwrite", action="store_const", const=True, help="start over: replace this command's own output "
+                                                              "files in --out (nothing else there is touched)")
     add("--no-progress", dest="progress", action="store_const", const=False, help="no progress bar")
 
 

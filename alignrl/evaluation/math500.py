@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from alignrl.data import DataError, parse_jsonl
+from alignrl.data import DataError, decode_utf8, parse_jsonl
+from alignrl.evaluation.budget import TokenBudget, model_context
 from alignrl.evaluation.metrics import compute_metrics, default_ks
 from alignrl.evaluation.report import (EvalError, package_versions, prepare_out_dir, weights_fingerprint,
                                       write_outputs)
@@ -66,6 +67,12 @@ class Math500Config:
                   (self.engine in registered_engines(),
                    f"unknown --engine {self.engine!r}; available: {', '.join(registered_engines())}"),
                   (self.dtype in DTYPES, f"unknown --dtype {self.dtype!r}; one of {', '.join(DTYPES)}")]
+        from alignrl.requirements import MissingPackageError, check, engine_requirements
+
+        try:  # before the engine check: an optional engine whose package is missing may not be registered
+            check(f"--engine {self.engine}", "", engine_requirements(self.engine))
+        except MissingPackageError as err:
+            raise EvalError(str(err)) from err
         for ok, message in checks:
             if not ok:
                 raise EvalError(message)
@@ -89,7 +96,7 @@ def _check_row(row: Any, where: str, index: int) -> dict[str, Any]:
 def _read_file(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         raise DataError(f"{path}: data file not found")
-    text = path.read_text(encoding="utf-8")
+    text = decode_utf8(path.read_bytes(), path)
     if text.lstrip().startswith("["):  # a JSON array
         try:
             rows = json.loads(text)
@@ -141,6 +148,24 @@ def build_prompt(tokenizer: Any, problem: str, instruction: str, system_prompt: 
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+def resolve_chat_template(cfg: Math500Config, tokenizer: Any) -> bool:
+    """Whether prompts go through the chat template: as asked, except that a tokenizer without one gets raw text
+    (with a warning on stderr)."""
+    if cfg.chat_template and not getattr(tokenizer, "chat_template", None):
+        print("warning: the model's tokenizer has no chat template, so the prompts are raw text (as with "
+              "--no-chat-template, which silences this warning)", file=sys.stderr)
+        return False
+    return cfg.chat_template
+
+
+def prompt_format(tokenizer: Any, chat_template: bool) -> str:
+    """Which template the prompts used, in words (for results.json and report.md)."""
+    if not chat_template:
+        return "raw text: problem, blank line, instruction (no chat template)"
+    digest = hashlib.sha256(tokenizer.chat_template.encode()).hexdigest()[:12]
+    return f"the tokenizer's chat template (sha256 {digest}…), problem and instruction as one user message"
+
+
 def make_engine(name: str, model: str, dtype: str = "auto", device: str | None = None) -> RolloutEngine:
     """Build the registered rollout engine ``name`` serving the model folder or hub name ``model`` (its default
     settings; ``device`` None: cuda when available, else cpu)."""
@@ -188,8 +213,13 @@ def run_math500(cfg: Math500Config) -> dict[str, Any]:
         tokenizer = AutoTokenizer.from_pretrained(cfg.model)
     except (OSError, ValueError) as err:
         raise EvalError(f"cannot load the tokenizer of --model {cfg.model!r}: {err}") from err
+    cfg = replace(cfg, chat_template=resolve_chat_template(cfg, tokenizer))
     prompts = {p["unique_id"]: build_prompt(tokenizer, p["problem"], cfg.instruction, cfg.system_prompt,
                                             cfg.chat_template) for p in problems}
+    prompt_ids = {uid: tokenizer(text, add_special_tokens=not cfg.chat_template)["input_ids"]
+                  for uid, text in prompts.items()}
+    budget = TokenBudget(cfg.max_tokens, model_context(cfg.model))
+    lengths = [len(prompt_ids[p["unique_id"]]) for p in problems]
     settings = run_settings(cfg, tokenizer, data_identity)
     out = Path(cfg.out)
     finished = prepare_out_dir(out, settings, cfg.n, cfg.overwrite)
@@ -200,10 +230,15 @@ def run_math500(cfg: Math500Config) -> dict[str, Any]:
         return json.loads((out / "results.json").read_text())
     stats: dict[str, int] = {}
     if pending:
-        finished.update(_generate(cfg, pending, prompts, tokenizer, out, len(problems), stats))
+        warning = budget.warning([len(prompt_ids[p["unique_id"]]) for _, p in pending])
+        if warning:
+            print(warning, file=sys.stderr)
+        finished.update(_generate(cfg, pending, prompts, prompt_ids, budget, out, len(problems), stats))
     records = [{"level": p["level"], "subject": p["subject"], "samples": finished[p["unique_id"]]} for p in problems]
     results = {"suite": "math500", "out": str(out), **compute_metrics(records, cfg.k),
                "settings": {**settings, "model": cfg.model, "device": cfg.device, "batch_size": cfg.batch_size,
+                            "prompt_format": prompt_format(tokenizer, cfg.chat_template),
+                            "max_new_tokens": budget.summary(lengths),
                             "limit": cfg.limit, "k": cfg.k, "data_source": cfg.data or f"{HUB_DATASET} (test)",
                             "prompt_example": prompts[problems[0]["unique_id"]],
                             "extractors": list(settings["grader"]["extractors"]),
@@ -217,8 +252,10 @@ def run_math500(cfg: Math500Config) -> dict[str, Any]:
 
 
 def _generate(cfg: Math500Config, pending: list[tuple[int, dict[str, Any]]], prompts: dict[str, str],
-              tokenizer: Any, out: Path, total: int, stats: dict[str, int]) -> dict[str, list[dict[str, Any]]]:
-    """Sample, grade and append every pending problem, one batch at a time."""
+              prompt_ids: dict[str, list[int]], budget: TokenBudget, out: Path, total: int,
+              stats: dict[str, int]) -> dict[str, list[dict[str, Any]]]:
+    """Sample, grade and append every pending problem, one batch at a time. A batch's new tokens are capped at the
+    room its longest prompt leaves in the context; a prompt that fills the context is scored wrong unsampled."""
     from tqdm.auto import tqdm
 
     from alignrl.grading import GraderPool
@@ -233,25 +270,32 @@ def _generate(cfg: Math500Config, pending: list[tuple[int, dict[str, Any]]], pro
         for start in range(0, len(pending), cfg.batch_size):
             batch = pending[start:start + cfg.batch_size]
             seed = cfg.seed + batch[0][0]  # the batch's first problem index: reproducible for a given batching
-            ids = [tokenizer(prompts[p["unique_id"]], add_special_tokens=not cfg.chat_template)["input_ids"]
-                   for _, p in batch]
-            params = SamplingParams(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p,
-                                    max_new_tokens=cfg.max_tokens, seed=seed)
-            groups = engine.generate(ids, params)
-            pairs = [(c.text, p["answer"]) for (_, p), group in zip(batch, groups) for c in group]
+            fits = [(i, p) for i, p in batch if budget.room(len(prompt_ids[p["unique_id"]])) > 0]
+            limit = budget.for_batch([len(prompt_ids[p["unique_id"]]) for _, p in fits]) if fits else 0
+            params = SamplingParams(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=limit,
+                                    seed=seed)
+            generated = dict(zip((p["unique_id"] for _, p in fits),
+                                 engine.generate([prompt_ids[p["unique_id"]] for _, p in fits], params)
+                                 if fits else []))
+            pairs = [(c.text, p["answer"]) for _, p in fits for c in generated[p["unique_id"]]]
             verdicts = iter(grader.grade_many(pairs))
             lines = []
-            for (_, p), group in zip(batch, groups):
+            for _, p in batch:
                 samples = []
-                for index, completion in enumerate(group):
-                    verdict = next(verdicts)
-                    samples.append({"unique_id": p["unique_id"], "sample_index": index, "level": p["level"],
-                                    "subject": p["subject"], "answer": p["answer"],
-                                    "prompt": prompts[p["unique_id"]], "output": completion.text,
-                                    "extracted": verdict.extracted, "reason": verdict.reason,
-                                    "method": verdict.method,
-                                    "correct": bool(verdict.correct), "finish_reason": completion.finish_reason,
-                                    "num_tokens": len(completion.token_ids)})
+                group = generated.get(p["unique_id"])
+                for index in range(cfg.n):
+                    sample = {"unique_id": p["unique_id"], "sample_index": index, "level": p["level"],
+                              "subject": p["subject"], "answer": p["answer"], "prompt": prompts[p["unique_id"]]}
+                    if group is None:  # the prompt alone fills the model's context
+                        sample.update(output="", extracted=None, reason="prompt_fills_context", method="none",
+                                      correct=False, finish_reason="length", num_tokens=0, max_new_tokens=0)
+                    else:
+                        completion, verdict = group[index], next(verdicts)
+                        sample.update(output=completion.text, extracted=verdict.extracted, reason=verdict.reason,
+                                      method=verdict.method, correct=bool(verdict.correct),
+                                      finish_reason=completion.finish_reason,
+                                      num_tokens=len(completion.token_ids), max_new_tokens=limit)
+                    samples.append(sample)
                 done[p["unique_id"]] = samples
                 lines += [json.dumps(s, ensure_ascii=False) for s in samples]
                 correct += sum(s["correct"] for s in samples)

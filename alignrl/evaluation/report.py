@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from alignrl.evaluation.budget import describe as describe_budget
+
 OUTPUT_FILES = ("run_settings.json", "samples.jsonl", "results.json", "report.md", "accuracy_by_level.png")
 
 
@@ -51,7 +53,8 @@ def read_finished(samples_path: Path, n: int) -> dict[str, list[dict[str, Any]]]
 
 
 def prepare_out_dir(out: Path, settings: dict[str, Any], n: int, overwrite: bool) -> dict[str, list[dict[str, Any]]]:
-    """Claim ``out``: start it, or check that it holds a run with the same settings. Returns finished problems."""
+    """Claim ``out``: start it, or check that it holds a run with the same settings. Returns finished problems.
+    ``overwrite`` deletes this command's own output files (``OUTPUT_FILES``) and nothing else."""
     if overwrite:
         for name in OUTPUT_FILES:
             (out / name).unlink(missing_ok=True)
@@ -63,8 +66,9 @@ def prepare_out_dir(out: Path, settings: dict[str, Any], n: int, overwrite: bool
             raise EvalError(f"{out} holds a run with different settings ({'; '.join(changed)}); refusing to mix "
                             f"them: use another --out, or --overwrite to start over")
         return read_finished(out / "samples.jsonl", n)
-    if out.exists() and any(out.iterdir()):
-        raise EvalError(f"{out} is not empty and holds no run_settings.json; use another --out or --overwrite")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise EvalError(f"{out} is not empty and holds no run_settings.json; use another --out, or --overwrite to "
+                        f"write the evaluation beside what is there (only its own output files are ever replaced)")
     out.mkdir(parents=True, exist_ok=True)
     settings_path.write_text(json.dumps(settings, indent=2) + "\n")
     return {}
@@ -141,15 +145,20 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"| data | {settings['data_source']} (`{settings['data']}`), limit {settings['limit']} |",
         f"| sampling | n={sampling['n']}, temperature={sampling['temperature']}, top_p={sampling['top_p']}, "
         f"max_tokens={sampling['max_tokens']}, seed={sampling['seed']} |",
-        f"| prompt | chat template: {prompt['chat_template']}; system prompt: {prompt['system_prompt']!r}; "
-        f"instruction: `{prompt['instruction']}` |",
+        *([f"| max new tokens | {describe_budget(settings['max_new_tokens'])} |"]
+          if settings.get("max_new_tokens") else []),
+        f"| prompt | {settings.get('prompt_format') or ('chat template: ' + str(prompt['chat_template']))}; "
+        f"system prompt: {prompt['system_prompt']!r}; instruction: "
+        f"{'`' + prompt['instruction'] + '`' if prompt['instruction'] else '(none)'} |",
         f"| answer extraction | {describe_extractors(_extractors(settings))} |",
         f"| grader | {settings['grader']} |",
         f"| versions | {', '.join(f'{k} {v}' for k, v in results['versions'].items() if v)} |",
         f"| wall time | {results['wall_time_s']:.0f} s ({results['generated_problems']} problems generated, "
         f"{results['resumed_problems']} resumed) |",
         "", "Metrics in %. pass@k: unbiased estimator (Chen et al. 2021); maj@k: majority vote over the extracted "
-        "answers of the first k samples (ties: earliest answer).", "",
+        f"answers of the first k samples (ties: earliest; grouped by {results.get('maj_grouping', {}).get('method')}).", "",
+        *(["The first prompt as the model saw it:", "", "```text", str(settings["prompt_example"]), "```", ""]
+          if settings.get("prompt_example") else []),
         "## Overall", "", *_table("set", {"all": overall}, columns), "",
         "## By level", "", *_table("level", results["by_level"], columns), "",
         "## By subject", "", *_table("subject", results["by_subject"], columns), "",

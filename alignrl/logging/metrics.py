@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 WANDB_ID_FILE = "wandb_run_id.txt"
+# report_to name -> the modules it imports (see alignrl.requirements.KNOWN); checked before a run folder is claimed
+LOGGER_REQUIREMENTS: dict[str, tuple[str, ...]] = {"tensorboard": ("tensorboard",), "wandb": ("wandb",)}
 
 
 class MetricsLogger:

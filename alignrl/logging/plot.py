@@ -19,16 +19,20 @@ PANELS = [
 
 
 def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Write ``curves.png`` (one panel per metric group that the run logged) and return its path."""
+    """Write ``curves.png`` (one panel per metric group that the run logged) and return its path. A panel whose
+    values are 0 at every step (e.g. the clip fraction when nothing was clipped) says so in its title."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: the run folder does not exist" if not run_dir.exists()
+                                else f"{run_dir}: not a folder; give the run's output_dir")
     records = read_metrics(run_dir / "metrics.jsonl")
     if not records:
-        raise FileNotFoundError(f"{run_dir / 'metrics.jsonl'}: no metrics to plot")
+        raise FileNotFoundError(f"{run_dir / 'metrics.jsonl'}: no metrics to plot (the run has not logged a step)")
     panels = [(title, [k for k in keys if any(k in r for r in records)]) for title, keys in PANELS]
     panels = [(title, keys) for title, keys in panels if keys]
     cols = 2
@@ -40,7 +44,7 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
             if points:
                 xs, ys = zip(*points)
                 ax.plot(xs, ys, marker="o" if len(points) < 15 else None, markersize=3, label=key)
-        ax.set_title(title)
+        ax.set_title(title + (" — 0 at every step" if _always_zero(records, keys) else ""))
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -51,3 +55,8 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     fig.savefig(out_path, dpi=110)
     plt.close(fig)
     return out_path
+
+
+def _always_zero(records: list[dict], keys: list[str]) -> bool:
+    values = [r[k] for r in records for k in keys if isinstance(r.get(k), (int, float))]
+    return bool(values) and all(v == 0 for v in values)

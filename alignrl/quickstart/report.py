@@ -13,10 +13,18 @@ def write_report(out: Path, report: dict[str, Any], run_dir: Path) -> None:
     records = read_metrics(run_dir / "metrics.jsonl")
     curve = [(0, report["bc_pass_at_1"])] + [(r["step"], r["eval/pass_at_1"]) for r in records
                                               if "eval/pass_at_1" in r]
-    report["heldout_curve"] = [{"step": s, "pass_at_1": p} for s, p in curve]
-    _plot_learning(out / "learning.png", curve, records, _sft_losses(out / "bc"))
+    during = during_training_prompts(report)
+    report["heldout_curve"] = [{"step": s, "pass_at_1": p, "prompts": report["heldout_prompts"] if s == 0 else during}
+                               for s, p in curve]
+    _plot_learning(out / "learning.png", curve, records, _sft_losses(out / "bc"), during)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
     (out / "report.md").write_text(_markdown(report))
+
+
+def during_training_prompts(report: dict[str, Any]) -> int:
+    """How many held-out prompts the evaluations during GRPO use (``eval.max_prompts``; all when unset)."""
+    limit = report["settings"]["grpo_recipe"].get("eval", {}).get("max_prompts")
+    return report["heldout_prompts"] if limit is None else min(int(limit), report["heldout_prompts"])
 
 
 def _sft_losses(bc_dir: Path) -> list[tuple[int, float]]:
@@ -28,7 +36,7 @@ def _sft_losses(bc_dir: Path) -> list[tuple[int, float]]:
 
 
 def _plot_learning(path: Path, curve: list[tuple[int, float]], records: list[dict],
-                   sft_losses: list[tuple[int, float]]) -> None:
+                   sft_losses: list[tuple[int, float]], during: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,7 +47,8 @@ def _plot_learning(path: Path, curve: list[tuple[int, float]], records: list[dic
         axes[0].plot(*zip(*sft_losses), color="tab:gray")
     axes[0].set(title="BC (SFT) loss", xlabel="SFT step", yscale="log")
     axes[1].plot([s for s, _ in curve], [100 * p for _, p in curve], marker="o", color="tab:green")
-    axes[1].set(title="Held-out greedy pass@1 (%) during GRPO", xlabel="GRPO step", ylim=(0, 100))
+    axes[1].set(title=f"Held-out greedy pass@1 (%) during GRPO\n(step 0: BC on all; later: first {during} prompts)",
+                xlabel="GRPO step", ylim=(0, 100))
     if records:
         axes[2].plot([r["step"] for r in records], [100 * r["pass_rate"] for r in records], color="tab:blue")
     axes[2].set(title="Sampled pass rate on training prompts (%)", xlabel="GRPO step", ylim=(0, 100))
@@ -52,11 +61,12 @@ def _plot_learning(path: Path, curve: list[tuple[int, float]], records: list[dic
 
 def _markdown(r: dict[str, Any]) -> str:
     demos = r["demonstrations"]
+    during = r["heldout_curve"][-1]["prompts"] if r["heldout_curve"] else r["heldout_prompts"]
     lines = [
         "# alignrl quickstart report", "",
         "Column addition with written carries; a tiny Llama trained from scratch: behaviour cloning on imperfect "
         "demonstrations, then GRPO with the math-verifier reward.", "",
-        "| | held-out greedy pass@1 |", "|---|---|",
+        f"| | held-out greedy pass@1 (all {r['heldout_prompts']} held-out prompts) |", "|---|---|",
         f"| after BC (SFT) | {100 * r['bc_pass_at_1']:.1f}% |",
         f"| after GRPO | {100 * r['rl_pass_at_1']:.1f}% |",
         f"| change | {r['improvement_points']:+.1f} points |", "",
@@ -68,8 +78,13 @@ def _markdown(r: dict[str, Any]) -> str:
         f"| model parameters | {r['model_parameters']:,} |",
         f"| demonstrations (wrong share) | {demos['n']:,} ({100 * demos['wrong_share']:.1f}% wrong) |",
         f"| held-out prompts | {r['heldout_prompts']} |", "",
-        "## Held-out pass@1 during GRPO", "", "| GRPO step | pass@1 |", "|---|---|",
-        *[f"| {p['step']} | {100 * p['pass_at_1']:.1f}% |" for p in r["heldout_curve"]], "",
+        "## Held-out pass@1 during GRPO", "",
+        f"Evaluated on the first {during} of the {r['heldout_prompts']} held-out prompts (the recipe's "
+        f"`eval.max_prompts`), so these differ slightly from the table above; step 0 is the BC model on all "
+        f"{r['heldout_prompts']}.", "",
+        "| GRPO step | held-out prompts | pass@1 |", "|---|---|---|",
+        *[f"| {p['step']} | {p.get('prompts', '')} | {100 * p['pass_at_1']:.1f}% |" for p in r["heldout_curve"]],
+        "",
         "Curves: `learning.png`, `grpo_curves.png`; per-step metrics: `grpo/metrics.jsonl`; the GRPO recipe that "
         "ran: `grpo/run_config.yaml`.", "",
     ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +20,10 @@ from alignrl.quickstart.task import TaskSpec, demonstration_stats, make_demonstr
 from alignrl.quickstart.tiny_model import build_model, build_tokenizer, count_parameters, quickstart_sft_params
 from alignrl.run_dir import RunDirError
 from alignrl.sft import SFTParams
+
+
+# everything a quickstart writes into --out: a folder holding anything else is never deleted
+QUICKSTART_ENTRIES = {"data", "bc", "grpo", "report.json", "report.md", "learning.png", "grpo_curves.png"}
 
 
 @dataclass
@@ -52,6 +57,9 @@ def run_quickstart(out: str | Path, seed: int = 0, overwrite: bool = False,
     out = Path(out)
     if (out / "report.json").exists() and not overwrite:
         raise RunDirError(f"{out}: holds a finished quickstart; pass --overwrite or another --out")
+    if out.exists() and not (out.is_dir() and set(p.name for p in out.iterdir()) <= QUICKSTART_ENTRIES):
+        raise RunDirError(f"{out}: exists and does not hold a quickstart (only a quickstart's own files are ever "
+                          f"deleted); pass another --out")
     if out.exists():
         shutil.rmtree(out)  # an unfinished quickstart (or one the user asked to overwrite)
     (out / "data").mkdir(parents=True)
@@ -63,23 +71,34 @@ def run_quickstart(out: str | Path, seed: int = 0, overwrite: bool = False,
     heldout = make_prompts(spec.n_heldout, seed, "heldout", spec)
     for name, rows in (("demonstrations", demos), ("rl_prompts", rl_rows), ("heldout", heldout)):
         _write_jsonl(out / "data" / f"{name}.jsonl", rows)
+    wrong = demonstration_stats(demos)["wrong_share"]
+    _say(f"task: {len(demos):,} demonstrations ({wrong:.0%} wrong), {len(rl_rows):,} RL prompts, {len(heldout)} "
+         f"held-out prompts -> {out / 'data'}")
 
     tokenizer = build_tokenizer()
     model = build_model(tokenizer, settings.model_preset, seed=seed)
     sft = SFTParams(**{**asdict(settings.sft), "seed": seed})
+    _say(f"[1/3] behaviour cloning: {sft.max_steps} SFT steps of {sft.per_device_train_batch_size} "
+         f"demonstrations ({count_parameters(model):,}-parameter model)")
     t_bc = time.perf_counter()
     run_sft(model, tokenizer, demos, out / "bc", sft)
     bc_seconds = time.perf_counter() - t_bc
     max_new_tokens = settings.grpo["rollout"]["max_new_tokens"]
     bc_eval = evaluate_model(out / "bc", out / "data" / "heldout.jsonl", max_new_tokens)
+    _say(f"      BC model: greedy pass@1 {bc_eval['pass_at_1']:.1%} on the {len(heldout)} held-out prompts")
 
     recipe = {**settings.grpo, "model": {"path": str(out / "bc")},
               "data": {"train": str(out / "data" / "rl_prompts.jsonl"), "eval": str(out / "data" / "heldout.jsonl")}}
     recipe["trainer"] = {**recipe["trainer"], "output_dir": str(out / "grpo"), "seed": seed}
+    rollout, evaluation = recipe["rollout"], recipe["eval"]
+    _say(f"[2/3] GRPO: {recipe['trainer']['max_steps']} steps of {rollout['prompts_per_step']} prompts x "
+         f"{rollout['n']} samples; held-out pass@1 on the first {evaluation['max_prompts']} prompts every "
+         f"{evaluation['every_steps']} steps (in {out / 'grpo' / 'metrics.jsonl'})")
     t_rl = time.perf_counter()
     run_dir = train(load_config(base=recipe))
     rl_seconds = time.perf_counter() - t_rl
     final = sorted(run_dir.glob("checkpoint-*"))[-1]
+    _say(f"[3/3] held-out evaluation of {final.name} on all {len(heldout)} prompts, then the report")
     rl_eval = evaluate_model(final, out / "data" / "heldout.jsonl", max_new_tokens)
     plot_run(run_dir, out / "grpo_curves.png")
 
@@ -113,6 +132,10 @@ def evaluate_model(model_dir: Path, prompts_file: Path, max_new_tokens: int) -> 
     records = evaluate_prompts(engine, prompts, list(range(len(prompts))), params,
                                RewardSet([RewardFunctionConfig(name="math")]), batch_size=250)
     return summarize(records)
+
+
+def _say(line: str) -> None:
+    print(f"quickstart: {line}", file=sys.stderr, flush=True)
 
 
 def _device_name() -> str:

@@ -15,8 +15,23 @@ from alignrl.grading.config import DEFAULT_EXTRACTORS, TRAINING_EXTRACTORS
 from alignrl.rollout.hf_engine import HFEngine
 
 REPO = Path(__file__).resolve().parents[2]
-MATH500 = REPO / ".." / "shared" / "data" / "math500" / "test.jsonl"
-needs_data = pytest.mark.skipif(not MATH500.is_file(), reason=f"{MATH500} not found (shared/ beside the repo)")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """The tiny test model with a 1,024-token context: MATH-500 prompts fit (the 128-token one is for the cap)."""
+    from alignrl.quickstart.tiny_model import build_model, build_tokenizer
+
+    folder = tmp_path_factory.mktemp("tiny-1024")
+    tokenizer = build_tokenizer()
+    build_model(tokenizer, preset="test", seed=0, max_position_embeddings=1024).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture()
+def MATH500(math500_file) -> Path:  # noqa: N802 - reads like the constant it replaced
+    return math500_file
 
 
 @pytest.fixture()
@@ -33,8 +48,8 @@ def generate_calls(monkeypatch) -> list[int]:
     return calls
 
 
-def evaluate(model: Path, out: Path, *extra: str) -> int:
-    return cli.main(["--model", str(model), "--out", str(out), "--data", str(MATH500), "--max-tokens", "16",
+def evaluate(model: Path, out: Path, data: Path, *extra: str) -> int:
+    return cli.main(["--model", str(model), "--out", str(out), "--data", str(data), "--max-tokens", "16",
                      "--no-progress", "--grader-workers", "1", *extra])
 
 
@@ -42,10 +57,9 @@ def sample_lines(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
 
 
-@needs_data
-def test_end_to_end_outputs(tiny_model_dir, tmp_path, generate_calls):
+def test_end_to_end_outputs(model_dir, MATH500, tmp_path, generate_calls):
     out = tmp_path / "eval"
-    assert evaluate(tiny_model_dir, out, "--limit", "3", "--n", "2", "--temperature", "1.0", "--seed", "1") == 0
+    assert evaluate(model_dir, out, MATH500, "--limit", "3", "--n", "2", "--temperature", "1.0", "--seed", "1") == 0
     assert sorted(p.name for p in out.iterdir()) == ["accuracy_by_level.png", "report.md", "results.json",
                                                      "run_settings.json", "samples.jsonl"]
     results = json.loads((out / "results.json").read_text())
@@ -89,13 +103,12 @@ def test_describe_extractors_names_the_chain():
     assert describe_extractors(["last_number"]) == "`last_number` (custom)"
 
 
-@needs_data
-def test_resume_generates_only_new_problems(tiny_model_dir, tmp_path, generate_calls):
+def test_resume_generates_only_new_problems(model_dir, MATH500, tmp_path, generate_calls):
     out = tmp_path / "eval"
-    assert evaluate(tiny_model_dir, out, "--limit", "2", "--batch-size", "1") == 0
+    assert evaluate(model_dir, out, MATH500, "--limit", "2", "--batch-size", "1") == 0
     assert generate_calls == [1, 1]
     first = sample_lines(out)
-    assert evaluate(tiny_model_dir, out, "--limit", "4", "--batch-size", "1") == 0
+    assert evaluate(model_dir, out, MATH500, "--limit", "4", "--batch-size", "1") == 0
     assert generate_calls == [1, 1, 1, 1]  # only problems 3 and 4
     samples = sample_lines(out)
     assert samples[:2] == first and len(samples) == 4
@@ -103,45 +116,42 @@ def test_resume_generates_only_new_problems(tiny_model_dir, tmp_path, generate_c
     results = json.loads((out / "results.json").read_text())
     assert (results["overall"]["problems"], results["generated_problems"], results["resumed_problems"]) == (4, 2, 2)
     # a finished run is left as it is
-    assert evaluate(tiny_model_dir, out, "--limit", "4") == 0
+    assert evaluate(model_dir, out, MATH500, "--limit", "4") == 0
     assert len(generate_calls) == 4 and sample_lines(out) == samples
 
 
-@needs_data
-def test_resume_drops_torn_lines_and_partial_problems(tiny_model_dir, tmp_path, generate_calls):
+def test_resume_drops_torn_lines_and_partial_problems(model_dir, MATH500, tmp_path, generate_calls):
     out = tmp_path / "eval"
-    assert evaluate(tiny_model_dir, out, "--limit", "2", "--n", "2") == 0
+    assert evaluate(model_dir, out, MATH500, "--limit", "2", "--n", "2") == 0
     lines = (out / "samples.jsonl").read_text().splitlines()
     (out / "samples.jsonl").write_text("\n".join(lines[:3]) + '\n{"unique_id": "torn')  # problem 2 half done
     (out / "results.json").unlink()  # as if interrupted
     assert set(read_finished(out / "samples.jsonl", 2)) == {json.loads(lines[0])["unique_id"]}
-    assert evaluate(tiny_model_dir, out, "--limit", "2", "--n", "2") == 0
+    assert evaluate(model_dir, out, MATH500, "--limit", "2", "--n", "2") == 0
     assert generate_calls == [2, 1]
     samples = sample_lines(out)
     assert len(samples) == 4 and [s["sample_index"] for s in samples] == [0, 1, 0, 1]
 
 
-@needs_data
-def test_settings_mismatch_is_refused(tiny_model_dir, tmp_path, capsys):
+def test_settings_mismatch_is_refused(model_dir, MATH500, tmp_path, capsys):
     out = tmp_path / "eval"
-    assert evaluate(tiny_model_dir, out, "--limit", "1") == 0
+    assert evaluate(model_dir, out, MATH500, "--limit", "1") == 0
     before = (out / "samples.jsonl").read_text()
-    assert evaluate(tiny_model_dir, out, "--limit", "2", "--temperature", "0.7") == 2
+    assert evaluate(model_dir, out, MATH500, "--limit", "2", "--temperature", "0.7") == 2
     err = capsys.readouterr().err
     assert "different settings" in err and "sampling.temperature: 0.0 -> 0.7" in err and "--overwrite" in err
-    assert evaluate(tiny_model_dir, out, "--limit", "2", "--instruction", "Answer:") == 2
+    assert evaluate(model_dir, out, MATH500, "--limit", "2", "--instruction", "Answer:") == 2
     assert "prompt.instruction" in capsys.readouterr().err
     assert (out / "samples.jsonl").read_text() == before
-    assert evaluate(tiny_model_dir, out, "--limit", "1", "--temperature", "0.7", "--overwrite") == 0
+    assert evaluate(model_dir, out, MATH500, "--limit", "1", "--temperature", "0.7", "--overwrite") == 0
     assert json.loads((out / "run_settings.json").read_text())["sampling"]["temperature"] == 0.7
 
 
-@needs_data
-def test_foreign_out_dir_is_refused(tiny_model_dir, tmp_path, capsys):
+def test_foreign_out_dir_is_refused(model_dir, MATH500, tmp_path, capsys):
     out = tmp_path / "eval"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    assert evaluate(tiny_model_dir, out, "--limit", "1") == 2
+    assert evaluate(model_dir, out, MATH500, "--limit", "1") == 2
     assert "holds no run_settings.json" in capsys.readouterr().err
 
 
@@ -239,3 +249,116 @@ def test_missing_model_is_a_clear_error(tmp_path, capsys):
     path.write_text('{"problem": "1+1?", "answer": "2"}\n')
     assert cli.main(["--model", str(tmp_path / "no-model"), "--out", str(tmp_path / "o"), "--data", str(path)]) == 2
     assert "cannot load the tokenizer of --model" in capsys.readouterr().err
+
+
+def _problems_file(path: Path, problems: list[str]) -> Path:
+    path.write_text("".join(json.dumps({"problem": p, "answer": "2", "unique_id": f"p{i}"}) + "\n"
+                            for i, p in enumerate(problems)))
+    return path
+
+
+def test_new_tokens_are_capped_at_the_context_left(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    limits: list[int] = []
+    original = HFEngine.generate
+
+    def recording(self, prompts, params):
+        limits.append(params.max_new_tokens)
+        assert all(len(p) + params.max_new_tokens <= 128 for p in prompts)  # never past the model's positions
+        return original(self, prompts, params)
+
+    monkeypatch.setattr(HFEngine, "generate", recording)
+    data = _problems_file(tmp_path / "p.jsonl", ["1+1=", "1+2+3=" * 4, "9" * 200])  # 4, 24 and 200 tokens
+    out = tmp_path / "eval"
+    assert cli.main(["--model", str(tiny_model_dir), "--out", str(out), "--data", str(data), "--instruction", "",
+                     "--max-tokens", "4096", "--no-progress", "--grader-workers", "1"]) == 0
+    err = capsys.readouterr().err
+    assert limits == [128 - 24]  # one call for the two prompts that fit, capped by the longer one
+    assert err.count("warning: the model's context is 128 tokens: for 3 of 3 problems the prompt leaves less") == 1
+    assert "1 prompts fill the context" in err
+    samples = {s["unique_id"]: s for s in sample_lines(out)}
+    assert samples["p2"]["reason"] == "prompt_fills_context" and samples["p2"]["num_tokens"] == 0
+    assert not samples["p2"]["correct"] and samples["p0"]["max_new_tokens"] == 104
+    results = json.loads((out / "results.json").read_text())
+    assert results["settings"]["max_new_tokens"] == {
+        "requested_max_tokens": 4096, "context_tokens": 128, "capped_problems": 3, "prompt_fills_context": 1,
+        "smallest_limit": 0, "longest_prompt_tokens": 200}
+    assert results["overall"]["problems"] == 3
+    report = (out / "report.md").read_text()
+    assert "| max new tokens | requested 4096; model context 128 tokens; 3 prompts leave less room (the least: 0), " \
+           "so each batch is capped at the room its longest prompt leaves" in report
+
+
+def test_missing_chat_template_warns_and_outputs_say_which_prompt(tiny_model_dir, tmp_path, capsys):
+    from transformers import AutoTokenizer
+
+    model = tmp_path / "no-template"
+    model.mkdir()
+    for file in tiny_model_dir.iterdir():
+        if file.suffix in (".json", ".safetensors") and not file.name.startswith("tokenizer"):
+            (model / file.name).write_bytes(file.read_bytes())
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.chat_template = None
+    tokenizer.save_pretrained(model)
+    (model / "chat_template.jinja").unlink(missing_ok=True)
+    data = _problems_file(tmp_path / "p.jsonl", ["1+1="])
+    out = tmp_path / "eval"
+    assert cli.main(["--model", str(model), "--out", str(out), "--data", str(data), "--max-tokens", "8",
+                     "--instruction", "Box it.", "--no-progress", "--grader-workers", "1"]) == 0
+    assert "warning: the model's tokenizer has no chat template" in capsys.readouterr().err
+    settings = json.loads((out / "results.json").read_text())["settings"]
+    assert settings["prompt"]["chat_template"] is False and settings["prompt"]["instruction"] == "Box it."
+    assert settings["prompt_format"].startswith("raw text") and settings["prompt_example"] == "1+1=\n\nBox it."
+    report = (out / "report.md").read_text()
+    assert "| prompt | raw text: problem, blank line, instruction (no chat template);" in report
+    assert "instruction: `Box it.`" in report and "```text\n1+1=\n\nBox it.\n```" in report
+    # with a template, the outputs name it
+    out2 = tmp_path / "eval2"
+    assert cli.main(["--model", str(tiny_model_dir), "--out", str(out2), "--data", str(data), "--max-tokens", "8",
+                     "--no-progress", "--grader-workers", "1"]) == 0
+    assert "no chat template" not in capsys.readouterr().err
+    settings = json.loads((out2 / "results.json").read_text())["settings"]
+    assert settings["prompt_format"].startswith("the tokenizer's chat template (sha256 ")
+    assert settings["prompt"]["template_sha256"].startswith(settings["prompt_format"].split("sha256 ")[1][:12])
+
+
+def test_math500_for_tests_falls_back_with_a_reason(tmp_path, monkeypatch):
+    import datasets
+    import math500_data
+
+    monkeypatch.setenv("ALIGNRL_CACHE", str(tmp_path / "cache"))
+    missing = tmp_path / "no-shared" / "test.jsonl"
+    monkeypatch.setattr(math500_data, "hub_reachable", lambda timeout=3.0: False)
+    path, reason = math500_data.find_math500(missing)
+    assert path is None and "hub is not reachable" in reason and "shared/" in reason
+    monkeypatch.setattr(math500_data, "hub_reachable", lambda timeout=3.0: True)
+
+    def broken(*args, **kwargs):
+        raise ConnectionError("hub down")
+
+    monkeypatch.setattr(datasets, "load_dataset", broken)
+    path, reason = math500_data.find_math500(missing)
+    assert path is None and "ConnectionError: hub down" in reason
+    assert not (tmp_path / "cache" / "math500" / "test.jsonl").exists()
+    rows = [{"problem": "1+1?", "answer": "2", "unique_id": "a"}]
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, split: rows if (name, split) == (
+        "HuggingFaceH4/MATH-500", "test") else None)
+    path, source = math500_data.find_math500(missing)
+    assert source == "hub" and load_problems(str(path))[0][0]["unique_id"] == "a"
+    monkeypatch.setattr(datasets, "load_dataset", broken)
+    assert math500_data.find_math500(missing) == (path, "cache")  # fetched once, then read from the cache
+
+
+def test_hub_check_is_quick_and_respects_offline_mode(monkeypatch):
+    import time
+
+    import math500_data
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert math500_data.hub_reachable() is False
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens
+    start = time.perf_counter()
+    assert math500_data.hub_reachable(timeout=1.0) is False
+    assert time.perf_counter() - start < 5
