@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suite", type=_suites, default=SUITES, help=f"comma-separated, default {','.join(SUITES)}")
     parser.add_argument("--repeats", type=int, default=3, help="alternating runs of each side (default 3)")
     train = parser.add_argument_group("train suite")
-    train.add_argument("--prompts-per-step", type=int, default=32)
+    train.add_argument("--prompts-per-step", type=int, default=32, help="prompts per GRPO step (default 32)")
     train.add_argument("--n", type=int, default=8, help="samples per prompt (default 8)")
     train.add_argument("--max-new-tokens", type=int, default=16, help="completion length (default 16)")
     train.add_argument("--warmup", type=int, default=2, help="untimed steps per child (default 2)")
