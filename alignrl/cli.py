@@ -104,6 +104,8 @@ LAZY_COMMANDS = {  # command -> (help, module with add_arguments/run); imported 
                  "alignrl.reward_model.score_cli"),
     ("bench",): ("speed against the peers (TRL, math-verify, hf engine): bench.json, bench.md, PNGs",
                  "alignrl.bench.cli"),
+    ("debate",): ("debate rewards: `debate judge RECIPE`, `debate selfplay RECIPE`, `debate table`",
+                  "alignrl.debate.cli"),
 }
 
 

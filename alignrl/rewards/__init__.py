@@ -11,6 +11,7 @@ from alignrl.rewards.base import (FunctionReward, Reward, RewardContext, RewardI
                                   RewardOutput, build_reward, run_reward)
 from alignrl.rewards.math import MathReward, math_reward  # noqa: E402  (registers "math")
 from alignrl.rewards.bt_rm import BradleyTerryReward  # noqa: E402  (registers "bt_rm"; loads torch only in setup)
+from alignrl.debate.reward import DebateMoveReward, DebateReward  # noqa: E402,F401  ("debate", "debate_move"; torch in setup)
 
 _LAZY = {"RewardSet", "RewardTerm", "ScoredBatch"}
 
