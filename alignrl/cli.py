@@ -10,6 +10,7 @@
     alignrl rm data {synthetic,labelled} --out DIR [...]
     alignrl score --model RM_DIR --data FILE --out DIR [--group-by COL ...]
     alignrl bench --out DIR [--suite train,grader,rollout,sync] [--repeats N]
+    alignrl serve --model DIR [--port 8000] [--enable-lora] [-- VLLM ARGS...]
     alignrl sweep RECIPE.yaml --grid algorithm.kl_coef=0,0.01,0.1 [--seeds 0 1 2] [--out DIR] [key=value ...]
     alignrl compare --base RECIPE.yaml [--methods recipes/compare/grpo.yaml ...] --bc "runs/x/seed{seed}/bc" \\
         --data "runs/x/seed{seed}/data" [--seeds 0 1 2] [--out DIR] [key=value ...]
@@ -102,6 +103,7 @@ LAZY_COMMANDS = {  # command -> (help, module with add_arguments/run); imported 
               "alignrl.reward_model.train_cli"),
     ("score",): ("score preference pairs or responses with a reward model: JSONL, summary, plots",
                  "alignrl.reward_model.score_cli"),
+    ("serve",): ("vLLM server for the vllm engine's server mode", "alignrl.rollout.vllm_serve"),
     ("bench",): ("speed against the peers (TRL, math-verify, hf engine): bench.json, bench.md, PNGs",
                  "alignrl.bench.cli"),
     ("debate",): ("debate rewards: `debate judge RECIPE`, `debate selfplay RECIPE`, `debate table`",

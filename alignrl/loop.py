@@ -52,6 +52,7 @@ def train(config: RunConfig, resume: Resume = False, callbacks: Sequence[StepCal
             return _train(c, callbacks, preemption)
         finally:
             c.rewards.close()
+            c.engine.close()  # a vLLM engine holds processes / memory until closed
 
 
 def _train(c: Components, callbacks: Sequence[StepCallback], preemption: PreemptionWatch) -> Path:

@@ -140,7 +140,9 @@ class Learner:
         loss, stats = algorithm.loss(inputs)
         with torch.no_grad():
             stats = {"entropy": _masked_mean(entropy, mask),
-                     "sampler_logp_diff": _masked_mean((logp - inputs.sampler_logp).abs(), mask), **stats}
+                     "sampler_logp_diff": _masked_mean((logp - inputs.sampler_logp).abs(), mask),
+                     "sampler_logp_diff_max": (logp - inputs.sampler_logp).abs().masked_fill(~mask.bool(), 0).max(),
+                     **stats}
         return loss, stats
 
     def _aux_loss(self, name: str, mb: RolloutBatch, algorithm: Algorithm, counts: dict[str, float], real: bool

@@ -3,6 +3,7 @@
 from alignrl.rollout.base import (Completion, RolloutEngine, SamplingParams, WeightUpdate, build_engine,
                                   engine_settings_class, register_engine, registered_engines)
 from alignrl.rollout.hf_engine import HFEngineSettings  # registers "hf"
+from alignrl.rollout.vllm_engine import VLLMEngineSettings  # registers "vllm" (vLLM itself is imported on use)
 
-__all__ = ["Completion", "HFEngineSettings", "RolloutEngine", "SamplingParams", "WeightUpdate", "build_engine",
-           "engine_settings_class", "register_engine", "registered_engines"]
+__all__ = ["Completion", "HFEngineSettings", "RolloutEngine", "SamplingParams", "VLLMEngineSettings", "WeightUpdate",
+           "build_engine", "engine_settings_class", "register_engine", "registered_engines"]

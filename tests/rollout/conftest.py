@@ -66,3 +66,46 @@ def bucketize(named: Iterable[tuple[str, Tensor]], bucket_bytes: int = 64 * 1024
 def buckets() -> Callable[..., Iterator[list[tuple[str, Tensor]]]]:
     """``buckets(state_dict_items, bucket_bytes=64 KiB)``: see :func:`bucketize`."""
     return bucketize
+
+
+# -- vLLM ----------------------------------------------------------------------------------------------------------
+# Tests marked `vllm` need vLLM (the CPU build lives in its own environment: .venv-vllm). Without it they are skipped
+# with the install command; with ALIGNRL_REQUIRE_VLLM=1 (CI) a missing vLLM is an error instead.
+
+def _have_vllm() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    marked = [item for item in items if item.get_closest_marker("vllm")]
+    if not marked or _have_vllm():
+        return
+    import os
+
+    if os.environ.get("ALIGNRL_REQUIRE_VLLM") == "1":
+        raise pytest.UsageError("ALIGNRL_REQUIRE_VLLM=1 but vLLM is not importable in this environment")
+    from alignrl.rollout.vllm_settings import INSTALL_HINT
+
+    skip = pytest.mark.skip(reason=INSTALL_HINT)
+    for item in marked:
+        item.add_marker(skip)
+
+
+def train_steps(model: torch.nn.Module, batch: Tensor, steps: int, lr: float = 1e-2) -> None:
+    """``steps`` AdamW steps (a fresh optimizer each call) of next-token loss on ``batch``, leaving ``model`` in eval."""
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
+    model.train()
+    for _ in range(steps):
+        loss = model(input_ids=batch, labels=batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+
+
+@pytest.fixture()
+def trainer() -> Callable[..., None]:
+    """``trainer(model, batch, steps, lr=1e-2)``: see :func:`train_steps`."""
+    return train_steps
