@@ -32,15 +32,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--model", required=True, help="Hugging Face model folder (the policy's starting weights)")
     add("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1: this machine only)")
-    add("--port", type=int, default=8000)
+    add("--port", type=int, default=8000, help="port to listen on (default 8000)")
     add("--dtype", default="auto", help="auto (the checkpoint's dtype), float32, bfloat16 or float16")
     add("--max-model-len", type=int, help="prompt + completion tokens (default: the model's maximum)")
     add("--gpu-memory-utilization", type=float, default=0.9, help="GPU share for weights + KV cache")
-    add("--tensor-parallel-size", type=int, default=1)
+    add("--tensor-parallel-size", type=int, default=1, help="GPUs to shard the model over (default 1)")
     add("--enable-lora", action="store_true", help="accept LoRA adapter pushes")
     add("--max-lora-rank", type=int, default=16, help="largest adapter rank accepted with --enable-lora")
     add("--cpu-kv-cache-gb", type=float, default=1.0, help="CPU build: GiB of KV cache (VLLM_CPU_KVCACHE_SPACE)")
-    add("--seed", type=int, default=0)
+    add("--seed", type=int, default=0, help="vLLM's seed for requests without their own (default 0)")
     add("--dry-run", action="store_true", help="print the command and environment, start nothing")
     add("vllm_args", nargs=argparse.REMAINDER, help="after `--`: further arguments for vLLM's server")
 
