@@ -50,11 +50,13 @@ REGEX_TRAPS = {  # inputs that make careless regexes backtrack for minutes
 
 @pytest.mark.parametrize("name", list(REGEX_TRAPS) + list(ADVERSARIAL))
 def test_in_process_part_is_fast(name):
+    """No catastrophic backtracking: CPU time (not wall time, which another job on the machine can stretch) stays
+    far below what a quadratic pattern takes on these 10^4-10^5-character inputs (seconds to minutes)."""
     text = {**REGEX_TRAPS, **ADVERSARIAL}[name]
-    start = time.monotonic()
+    start = time.process_time()
     prepare(text, "2")
     prepare(text, text[:500])
-    assert time.monotonic() - start < 1.0
+    assert time.process_time() - start < 2.0
 
 
 @pytest.mark.parametrize("name", list(ADVERSARIAL))
