@@ -207,14 +207,17 @@ def render_table(per_seed: dict[int, dict[str, Any]]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = Settings()
     parser.add_argument("--out", default=defaults.out, help="output folder (default runs/debate)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=defaults.seeds)
+    parser.add_argument("--seeds", type=int, nargs="+", default=defaults.seeds, help="seeds to run")
     parser.add_argument("--bc", default=defaults.bc, help="BC policy folder per seed, with {seed}")
     parser.add_argument("--data", default=defaults.data, help="quickstart data folder per seed, with {seed}")
     parser.add_argument("--generations", type=int, default=defaults.generations,
                         help="self-play generations (0: no trained debater row)")
-    parser.add_argument("--lams", type=float, nargs="*", default=defaults.lams)
-    parser.add_argument("--eval-problems", type=int, default=defaults.eval_problems)
-    parser.add_argument("--eval-prompts", type=int, default=defaults.eval_prompts)
+    parser.add_argument("--lams", type=float, nargs="*", default=defaults.lams,
+                        help="debate weights λ of the policies trained")
+    parser.add_argument("--eval-problems", type=int, default=defaults.eval_problems,
+                        help="debate problems the judge accuracies are measured on")
+    parser.add_argument("--eval-prompts", type=int, default=defaults.eval_prompts,
+                        help="held-out prompts the trained policies are evaluated on")
     for name in ("judge", "selfplay", "policy"):
         parser.add_argument(f"--{name}-set", dest=f"{name}_overrides", nargs="*", default=[], metavar="KEY=VALUE",
                             help=f"overrides of the {name} recipe")
