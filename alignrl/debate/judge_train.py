@@ -162,8 +162,8 @@ def train_judge(config: JudgeRunConfig, resume: bool = False, command: str = "")
 
     from alignrl.debate.judge import Judge
     from alignrl.learner.models import load_tokenizer
-    from alignrl.reward_model.train import (_final_model, _MetricsFile, build_reward_config,
-                                            load_sequence_classifier, peft_config)
+    from alignrl.reward_model.train import (build_reward_config, load_sequence_classifier, metrics_file_callback,
+                                            peft_config, save_final_model)
     from alignrl.reward_model.train_cli import claim_output_dir
 
     spec = config.data.spec()
@@ -190,10 +190,10 @@ def train_judge(config: JudgeRunConfig, resume: bool = False, command: str = "")
     model = load_sequence_classifier(config.model, tokenizer)
     trainer = RewardTrainer(model=model, args=build_reward_config(out, config.rm, False), train_dataset=dataset,
                             processing_class=tokenizer, peft_config=lora, data_collator=collator,
-                            callbacks=[_MetricsFile(out / "metrics.jsonl")])
+                            callbacks=[metrics_file_callback(out / "metrics.jsonl")])
     started = time.time()
     trainer.train(resume_from_checkpoint=resume_from)
-    final = _final_model(trainer, out, config.model.lora is not None)
+    final = save_final_model(trainer, out, config.model.lora is not None)
     info = JudgeInfo(slot_width=config.judge.slot_width, length=config.judge.length, view=config.judge.view,
                      domain=asdict(spec))
     figures: dict[str, Any] = {"train_problems": len(train), "steps": trainer.state.global_step,

@@ -241,19 +241,17 @@ def score_split(model: Any, tokenizer: Any, split: EncodedSplit, batch_size: int
     return scores[:n] - scores[n:]
 
 
-class _MetricsFile:
-    """A ``TrainerCallback`` appending every log line to ``metrics.jsonl`` (rank 0)."""
+def metrics_file_callback(path: Path) -> Any:
+    """A ``TrainerCallback`` appending every log line to ``path`` (``metrics.jsonl``; rank 0)."""
+    from transformers import TrainerCallback
 
-    def __new__(cls, path: Path) -> Any:
-        from transformers import TrainerCallback
+    class MetricsFile(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
+            if state.is_world_process_zero and logs:
+                with path.open("a", encoding="utf-8") as f:
+                    f.write(json.dumps({"step": state.global_step, "time": time.time(), **logs}) + "\n")
 
-        class MetricsFile(TrainerCallback):
-            def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
-                if state.is_world_process_zero and logs:
-                    with path.open("a", encoding="utf-8") as f:
-                        f.write(json.dumps({"step": state.global_step, "time": time.time(), **logs}) + "\n")
-
-        return MetricsFile()
+    return MetricsFile()
 
 
 def last_checkpoint(output_dir: Path) -> str | None:
@@ -312,11 +310,11 @@ def train_reward_model(config: RMRunConfig, resume: bool = False, command: str =
         train_dataset=train_split.dataset(with_margin),
         eval_dataset=test_split.dataset(with_margin) if test_split is not None else None,
         processing_class=tokenizer, peft_config=lora,
-        callbacks=[_MetricsFile(out / "metrics.jsonl")],
+        callbacks=[metrics_file_callback(out / "metrics.jsonl")],
     )
     started = time.time()
     trainer.train(resume_from_checkpoint=resume_from)
-    final = _final_model(trainer, out, config.model.lora is not None)
+    final = save_final_model(trainer, out, config.model.lora is not None)
     figures: dict[str, Any] = {"train_pairs": len(train_split.rows), "train_truncated_texts": train_split.truncated,
                                "train_empty_texts": train_split.empty, "train_seconds": time.time() - started,
                                "steps": trainer.state.global_step}
@@ -333,7 +331,7 @@ def train_reward_model(config: RMRunConfig, resume: bool = False, command: str =
     return figures
 
 
-def _final_model(trainer: Any, out: Path, lora: bool) -> Any:
+def save_final_model(trainer: Any, out: Path, lora: bool) -> Any:
     """Save the final model at the top of ``out`` (merged when LoRA) and return it, in eval mode."""
     model = trainer.accelerator.unwrap_model(trainer.model)
     if lora:

@@ -19,8 +19,8 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, GenerationConfig,
 from transformers.generation.logits_process import (TemperatureLogitsWarper, TopKLogitsWarper,
                                                     TopPLogitsWarper)
 
-from alignrl.rollout.base import (Completion, RolloutEngine, SamplingParams, WeightUpdate, register_engine,
-                                  resolve_dtype)
+from alignrl.rollout.base import (Completion, RolloutEngine, SamplingParams, WeightUpdate, check_sampling_params,
+                                  register_engine, resolve_dtype)
 from alignrl.rollout.hf_sampling import Constrain, RecordLogprobs, StopOnStrings, generation_config, seeded
 from alignrl.rollout.hf_weights import (generation_module, is_peft_model, load_full, load_lora, unwrap_lora,
                                         wrap_lora)
@@ -46,23 +46,6 @@ def _left_pad(prompts: list[list[int]], pad_id: int, device: torch.device) -> tu
         ids[row, width - len(prompt):] = torch.tensor(prompt, dtype=torch.long)
         mask[row, width - len(prompt):] = 1
     return ids.to(device), mask.to(device)
-
-
-def _check_params(prompts: list[list[int]], params: SamplingParams) -> None:
-    checks = [(params.n >= 1, f"n must be >= 1, got {params.n}"),
-              (params.temperature >= 0, f"temperature must be >= 0, got {params.temperature}"),
-              (0 < params.top_p <= 1, f"top_p must be in (0, 1], got {params.top_p}"),
-              (params.top_k >= 0, f"top_k must be >= 0 (0 = off), got {params.top_k}"),
-              (params.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {params.max_new_tokens}"),
-              (all(len(p) > 0 for p in prompts), "every prompt needs at least one token")]
-    allowed = params.allowed_token_ids
-    if allowed is not None:
-        checks += [(len(allowed) == len(prompts), f"allowed_token_ids has {len(allowed)} lists for "
-                    f"{len(prompts)} prompts (one list per prompt)"),
-                   (all(len(ids) > 0 for ids in allowed), "every allowed_token_ids list needs at least one id")]
-    for ok, message in checks:
-        if not ok:
-            raise ValueError(f"SamplingParams: {message}")
 
 
 def _same_device(a: torch.device, b: torch.device) -> bool:
@@ -138,7 +121,7 @@ class HFEngine(RolloutEngine):
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Completion]]:
-        _check_params(prompts, params)
+        check_sampling_params(prompts, params)
         if not prompts:
             return []
         expanded = [p for p in prompts for _ in range(params.n)]

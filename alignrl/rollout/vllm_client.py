@@ -28,9 +28,9 @@ from typing import Any
 
 import torch
 
-from alignrl.rollout.base import Completion, RolloutEngine, SamplingParams, WeightUpdate
+from alignrl.rollout.base import Completion, RolloutEngine, SamplingParams, WeightUpdate, check_sampling_params
 from alignrl.rollout.vllm_engine import VLLMEngineError
-from alignrl.rollout.vllm_sampling import check_params, completion, repeat_greedy, request_fields
+from alignrl.rollout.vllm_sampling import completion, repeat_greedy, request_fields
 from alignrl.rollout.vllm_settings import VLLMEngineSettings
 from alignrl.rollout.vllm_weights import adapter_payload, plain_state_dict, safetensors_bytes, with_tied_head
 from alignrl.rollout.vllm_worker import PROTOCOL_VERSION
@@ -116,7 +116,7 @@ class VLLMServerEngine(RolloutEngine):
     # -- generate ------------------------------------------------------------------------------------------------
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Completion]]:
-        check_params(prompts, params, None)
+        check_sampling_params(prompts, params)
         if params.logits_processor is not None:
             raise ValueError("SamplingParams.logits_processor is a Python callable: a vLLM server cannot run it "
                              "(use the vllm engine colocated with in_process: true, or the hf engine)")

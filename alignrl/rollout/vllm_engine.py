@@ -37,8 +37,9 @@ from typing import Any, TypeVar
 
 import torch
 
-from alignrl.rollout.base import Completion, RolloutEngine, SamplingParams, WeightUpdate, register_engine
-from alignrl.rollout.vllm_sampling import check_params, from_request_outputs, row_logits_processor_class, vllm_params
+from alignrl.rollout.base import (Completion, RolloutEngine, SamplingParams, WeightUpdate, check_sampling_params,
+                                  register_engine)
+from alignrl.rollout.vllm_sampling import from_request_outputs, row_logits_processor_class, vllm_params
 from alignrl.rollout.vllm_settings import INSTALL_HINT, VLLMEngineSettings
 from alignrl.rollout.vllm_weights import (HEAD, adapter_payload, check_names, safetensors_bytes, save_model_folder,
                                           ties_embeddings, vllm_lora_rank, with_tied_head, write_adapter)
@@ -250,7 +251,7 @@ class VLLMEngine(RolloutEngine):
     # -- generate ------------------------------------------------------------------------------------------------
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Completion]]:
-        check_params(prompts, params, self.vocab_size)
+        check_sampling_params(prompts, params, self.vocab_size)
         if params.logits_processor is not None and not self.settings.in_process:
             raise ValueError("SamplingParams.logits_processor is a Python callable: the vllm engine runs it only "
                              "with in_process: true (it cannot reach vLLM's worker processes or a server)")

@@ -29,30 +29,6 @@ from alignrl.rollout.base import Completion, SamplingParams
 _FN_KEY, _PROMPT_KEY = "alignrl_logits_fn", "alignrl_prompt_index"
 
 
-def check_params(prompts: list[list[int]], params: SamplingParams, vocab_size: int | None) -> None:
-    """Raise ValueError with a clear message on settings no engine could honour."""
-    checks = [(params.n >= 1, f"n must be >= 1, got {params.n}"),
-              (params.temperature >= 0, f"temperature must be >= 0, got {params.temperature}"),
-              (0 < params.top_p <= 1, f"top_p must be in (0, 1], got {params.top_p}"),
-              (params.top_k >= 0, f"top_k must be >= 0 (0 = off), got {params.top_k}"),
-              (params.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {params.max_new_tokens}"),
-              (all(len(p) > 0 for p in prompts), "every prompt needs at least one token")]
-    allowed = params.allowed_token_ids
-    if allowed is not None:
-        checks += [(len(allowed) == len(prompts), f"allowed_token_ids has {len(allowed)} lists for "
-                    f"{len(prompts)} prompts (one list per prompt)"),
-                   (all(len(ids) > 0 for ids in allowed), "every allowed_token_ids list needs at least one id")]
-    for ok, message in checks:
-        if not ok:
-            raise ValueError(f"SamplingParams: {message}")
-    if allowed is not None and vocab_size is not None:
-        for index, ids in enumerate(allowed):
-            bad = [i for i in ids if not 0 <= i < vocab_size]
-            if bad:
-                raise ValueError(f"allowed_token_ids[{index}] has ids outside the vocabulary (size {vocab_size}): "
-                                 f"{bad}")
-
-
 def request_seed(seed: int, prompt_index: int) -> int:
     """A per-prompt seed (< 2**56, so vLLM's ``seed + sample index`` stays in range)."""
     digest = hashlib.blake2b(f"{seed}:{prompt_index}".encode(), digest_size=7).digest()
