@@ -97,7 +97,7 @@ def test_resolved_config_round_trips(base_recipe, tmp_path):
 
 
 @pytest.mark.parametrize("override, key, message", [
-    ("rollout.engine=nope", "rollout.engine.name", "unknown rollout engine 'nope'; registered: hf"),
+    ("rollout.engine=nope", "rollout.engine.name", "unknown rollout engine 'nope'; registered: .*hf"),
     ("rollout.engine={name: hf, bogus: 1}", "rollout.engine.bogus", "accepts: generation_batch_size"),
     ("data.sampler={name: nope}", "data.sampler.name", "unknown prompt sampler 'nope'"),
 ])
