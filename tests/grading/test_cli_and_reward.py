@@ -216,7 +216,9 @@ def test_cli_ctrl_c_exits_quietly_with_130(tmp_path):
     slow = [{"output": f"\\boxed{{9^{{9^{{9^{{9}}}}}}+{i}y}}", "gold": "1"} for i in range(40)]
     target = tmp_path / "out.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "alignrl.grading.cli", "--workers", "1", "--timeout", "30",
-                             "-o", str(target)], stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             "-o", str(target)], stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # a background
+    # shell (nohup, `&` in a script) starts its children with Ctrl-C ignored; a user's terminal does not
     proc.stdin.write(jsonl(slow))
     proc.stdin.close()
     seen = ""
