@@ -8,7 +8,7 @@ log-prob is that of the constrained distribution. (The learner recomputes log-pr
 the policy gradient is taken on the unconstrained softmax, which moves probability from every other token,
 illegal ones included, to the rewarded index.)
 
-Importing this module registers the engine; ``alignrl debate selfplay`` imports it before reading the recipe.
+Importing this module registers the engine; ``alignrl.rollout`` imports it, so ``alignrl train`` runs a self-play recipe.
 """
 
 from __future__ import annotations

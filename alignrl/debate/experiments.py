@@ -138,6 +138,37 @@ def _with_debate_kwargs(recipe: str | Path, out: Path, kwargs: dict[str, Any]) -
     return out
 
 
+def measure_cost(s: Settings, seed: int, steps: int, repeats: int = 2) -> dict[str, dict[str, float]]:
+    """Seconds per RL step at each λ, measured back to back (λ order repeated ``repeats`` times, so slow drifts
+    in the machine's load hit every λ alike): short runs of ``steps`` steps from the seed's BC model with its
+    judge. Returns, per λ, the mean step and scoring seconds and the step time as a ratio to λ = 0."""
+    from alignrl.config import load_config
+    from alignrl.debate.evaluate import step_costs
+    from alignrl.loop import train
+
+    bc, data = Path(s.bc.format(seed=seed)), Path(s.data.format(seed=seed))
+    judge = Path(s.out) / f"seed{seed}" / "judge"
+    folder = Path(s.out) / "cost"
+    runs: dict[str, list[dict[str, float]]] = {}
+    for r in range(repeats):
+        for lam in s.lams:
+            run_dir = folder / f"lam{lam:g}-rep{r}"
+            metrics = run_dir / "metrics.jsonl"
+            if not metrics.is_file() or len(metrics.read_text().splitlines()) < steps:
+                recipe = _with_debate_kwargs(s.policy_recipe, run_dir.with_suffix(".yaml"), {
+                    "lam": lam, "judge": str(judge), "baseline_model": str(bc), "length": s.length})
+                train(load_config(recipe, [*s.policy_overrides, f"model.path={bc}", f"trainer.max_steps={steps}",
+                                           f"data.train={data / 'rl_prompts.jsonl'}", "eval.every_steps=0",
+                                           f"trainer.output_dir={run_dir}", "trainer.overwrite_output_dir=true",
+                                           f"trainer.seed={seed}", "logging.progress_bar=false"]))
+            runs.setdefault(f"{lam:g}", []).append(step_costs(run_dir))
+    base = statistics.fmean(c["step_seconds"] for c in runs.get("0", [{"step_seconds": float("nan")}]))
+    return {lam: {"step_seconds": statistics.fmean(c["step_seconds"] for c in got),
+                  "score_seconds": statistics.fmean(c["score_seconds"] for c in got),
+                  "ratio_to_lam0": statistics.fmean(c["step_seconds"] for c in got) / base}
+            for lam, got in runs.items()}
+
+
 def run_seed(s: Settings, seed: int) -> dict[str, Any]:
     """Every stage for one seed; the figures are cached in ``out/seed<seed>/figures.json``."""
     folder = Path(s.out) / f"seed{seed}"
@@ -218,6 +249,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="debate problems the judge accuracies are measured on")
     parser.add_argument("--eval-prompts", type=int, default=defaults.eval_prompts,
                         help="held-out prompts the trained policies are evaluated on")
+    parser.add_argument("--cost-steps", type=int, default=0,
+                        help="also time runs of N RL steps at each λ back to back on the first seed (0: skip)")
     for name in ("judge", "selfplay", "policy"):
         parser.add_argument(f"--{name}-set", dest=f"{name}_overrides", nargs="*", default=[], metavar="KEY=VALUE",
                             help=f"overrides of the {name} recipe")
@@ -239,8 +272,17 @@ def run(args: argparse.Namespace) -> int:
                                         f"--out runs/qs{seed} --seed {seed}` first, or pass --lams with no value)")
     per_seed = {seed: run_seed(s, seed) for seed in s.seeds}
     out = Path(s.out)
-    _save(out / "results.json", {"settings": asdict(s), "seeds": {str(k): v for k, v in per_seed.items()}})
-    (out / "table.md").write_text(render_table(per_seed))
+    cost = measure_cost(s, s.seeds[0], args.cost_steps) if args.cost_steps > 0 and s.lams else None
+    _save(out / "results.json", {"settings": asdict(s), "seeds": {str(k): v for k, v in per_seed.items()},
+                                 "cost": cost})
+    text = render_table(per_seed)
+    if cost:
+        text += ("\nCost per RL step (32 prompts x 8 samples), measured back to back on seed "
+                 f"{s.seeds[0]}, {args.cost_steps} steps per run, 2 runs per λ:\n\n"
+                 "| λ | s / RL step | s scoring / step | step time ÷ λ=0 |\n|---|---|---|---|\n")
+        text += "".join(f"| {lam} | {c['step_seconds']:.2f} | {c['score_seconds']:.2f} | {c['ratio_to_lam0']:.2f} |\n"
+                        for lam, c in cost.items())
+    (out / "table.md").write_text(text)
     print((out / "table.md").read_text())
     return 0
 

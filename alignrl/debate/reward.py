@@ -99,6 +99,7 @@ class DebateReward(Reward):
         self.log_path: Path | None = None
         self.debates = 0
         self.samples = 0
+        self.last_step = 0  # the training step of the last scored batch (transcript rows after it go on resume)
 
     # ----------------------------------------------------------------------------------------------- lifecycle
     def setup(self, context: RewardContext) -> None:
@@ -161,6 +162,7 @@ class DebateReward(Reward):
         from alignrl.debate.game import justifiable_reward
 
         self.samples += len(inputs)
+        self.last_step = max(self.last_step, int(inputs.step or 0))
         env = run_reward(self.env_name, self.env, inputs)
         r_env = torch.tensor(env.scores, dtype=torch.float32)
         info = {f"env_{k}": v for k, v in env.info.items()}
@@ -245,7 +247,7 @@ class DebateReward(Reward):
     # ---------------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
         state: dict[str, Any] = {"rng": _rng_state(self.rng), "debates": self.debates, "samples": self.samples,
-                                 "env": self.env.state_dict()}
+                                 "env": self.env.state_dict(), "last_step": self.last_step}
         if self.debaters is not None:
             state["debaters"] = [d.state_dict() for d in self.debaters]
         return state
@@ -258,6 +260,25 @@ class DebateReward(Reward):
         if self.debaters is not None and "debaters" in state:
             for debater, saved in zip(self.debaters, state["debaters"]):
                 debater.load_state_dict(saved)
+        if "last_step" in state:
+            self.last_step = int(state["last_step"])
+            self._drop_transcripts_after(self.last_step)
+
+    def _drop_transcripts_after(self, step: int) -> None:
+        """On resume: the transcript rows of steps after the checkpoint (they are played again) and any line cut
+        short by the interruption go, so every step's debates appear once."""
+        if self.log_path is None or not self.log_path.is_file():
+            return
+        kept = []
+        for line in self.log_path.read_text(encoding="utf-8").splitlines():
+            try:
+                if int(json.loads(line)["step"]) <= step:
+                    kept.append(line + "\n")
+            except (ValueError, KeyError, TypeError):
+                continue
+        partial = self.log_path.with_name(self.log_path.name + ".tmp")
+        partial.write_text("".join(kept), encoding="utf-8")
+        partial.replace(self.log_path)
 
     def describe(self) -> dict:
         return {**super().describe(), "lam": self.lam, "env": self.env_name, "env_kwargs": self.env_kwargs,

@@ -64,7 +64,6 @@ def run_selfplay(recipe: str | Path, out: str | Path, init: str | Path, problems
 
     A generation whose final checkpoint exists is skipped (rerunning resumes at the first unfinished one; an
     unfinished one resumes from its newest checkpoint)."""
-    import alignrl.debate.engine  # noqa: F401  (registers the debate_hf engine the recipe names)
     from alignrl.config import load_config
     from alignrl.loop import train
 

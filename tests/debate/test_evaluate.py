@@ -83,11 +83,15 @@ def test_debate_table_end_to_end_on_tiny_settings(tmp_path, debater_dir, problem
                  str(tmp_path / "data{seed}"), "--generations", "1", "--eval-problems", "10", "--eval-prompts", "5",
                  "--judge-set", "rm.max_steps=3", "data.train_problems=64", "data.test_problems=8",
                  "--selfplay-set", "trainer.max_steps=2", "rollout.prompts_per_step=4", "rollout.n=2",
-                 "--policy-set", "trainer.max_steps=2", "rollout.prompts_per_step=4", "rollout.n=2"])
+                 "--policy-set", "trainer.max_steps=2", "rollout.prompts_per_step=4", "rollout.n=2",
+                 "--cost-steps", "1"])
     assert code == 0
     results = json.loads((out / "results.json").read_text())["seeds"]["0"]
     assert "debate (trained, self-play)" in results["table"] and set(results["policy"]) == {"0", "0.5", "1"}
     assert results["policy"]["0"]["steps"] == 1
     assert (out / "seed0" / "policy_lam0.5" / "debate_transcripts.jsonl").is_file()
     assert not (out / "seed0" / "policy_lam0" / "debate_transcripts.jsonl").exists()  # λ = 0: no debate
-    assert "| debate (trained, self-play) |" in (out / "table.md").read_text()
+    cost = json.loads((out / "results.json").read_text())["cost"]
+    assert set(cost) == {"0", "0.5", "1"} and cost["0"]["ratio_to_lam0"] == 1.0
+    table = (out / "table.md").read_text()
+    assert "| debate (trained, self-play) |" in table and "step time ÷ λ=0 |" in table

@@ -3,6 +3,8 @@ the judge recipes against the judge schema."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,8 +28,6 @@ def localise(value, swaps):
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "recipes" / "debate").glob("*.yaml")))
 def test_rl_recipe_is_valid(name, tmp_path, debater_dir, problems):
-    import alignrl.debate.engine  # noqa: F401  (the self-play recipe names the debate_hf engine)
-
     data = tmp_path / "prompts.jsonl"
     data.write_text("".join(f'{{"prompt": "{p.prompt}", "answer": "{p.gold}"}}\n' for p in problems))
     recipe = yaml.safe_load((ROOT / "recipes" / "debate" / name).read_text())
@@ -35,6 +35,11 @@ def test_rl_recipe_is_valid(name, tmp_path, debater_dir, problems):
     path.write_text(yaml.safe_dump(localise(recipe, {"data": str(data), "model": str(debater_dir)})))
     config = load_config(path)
     assert config.algorithm.name == "grpo"
+    # what `alignrl train` sees in a fresh interpreter: the debate_hf engine is known without importing alignrl.debate
+    fresh = subprocess.run([sys.executable, "-c", f"from alignrl.config import load_config; "
+                            f"print(load_config({str(path)!r}).rollout.engine.name)"],
+                           capture_output=True, text=True, cwd=ROOT)
+    assert fresh.returncode == 0 and fresh.stdout.split()[-1] == config.rollout.engine.name, fresh.stderr[-2000:]
     assert {t.name for t in config.reward.functions} & {"debate", "debate_move"}
 
 

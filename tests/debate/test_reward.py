@@ -97,6 +97,26 @@ def test_state_resumes_exactly(problems, judge_dir, tmp_path):
     assert fresh.state_dict()["rng"] != saved["rng"]  # without the state, the draws would start over
 
 
+def test_resume_keeps_each_steps_transcripts_once(problems, judge_dir, tmp_path):
+    """Resuming from step 1's state drops the transcript rows of steps played after it (and a line cut short by the
+    interruption): the replayed step 2 is logged once."""
+    kwargs = {"lam": 1.0, "judge": str(judge_dir), "baseline_column": "baseline", "debater": "random"}
+    first = build_reward("debate", kwargs)
+    first.setup(context(tmp_path, seed=3))
+    first.score(inputs_of(problems[:10], step=1))
+    saved = json.loads(json.dumps(first.state_dict()))
+    first.score(inputs_of(problems[10:20], step=2))
+    log = tmp_path / "debate_transcripts.jsonl"
+    with log.open("a") as f:
+        f.write('{"step": 3, "sam')  # killed mid-write
+    resumed = build_reward("debate", kwargs)
+    resumed.setup(context(tmp_path, seed=3))
+    resumed.load_state_dict(saved)
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1] * 10
+    resumed.score(inputs_of(problems[10:20], step=2))
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1] * 10 + [2] * 10
+
+
 def test_baseline_from_a_model_is_generated_once_per_prompt(problems, judge_dir, debater_dir):
     reward = build_reward("debate", {"lam": 1.0, "judge": str(judge_dir), "baseline_model": str(debater_dir),
                                      "baseline_max_new_tokens": 4})
