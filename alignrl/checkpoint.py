@@ -2,8 +2,11 @@
 
 Layout of ``checkpoint-<step>/``: the policy is a Hugging Face model folder at the top (so the checkpoint loads
 with ``from_pretrained`` as it is) with its ``optimizer.pt`` and ``scheduler.pt``; each auxiliary model has the
-same in its own sub-folder ``<name>/``; ``state_<rank>.pt`` holds each rank's RNG, sampler and reward state;
-``manifest.json`` (size and sha256 of every file, see ``checkpoint_manifest.py``) is written after them, and
+same in its own sub-folder ``<name>/``. Under DeepSpeed the Hugging Face folder holds the consolidated weights
+(gathered from every rank's ZeRO-3 shards) and, in place of ``optimizer.pt``, ``deepspeed/`` holds every rank's
+shards of weights and optimiser state, which resume reads (with the same number of processes).
+``state_<rank>.pt`` holds each rank's RNG, sampler and reward state; ``manifest.json`` (size and sha256 of every
+file, DeepSpeed's shards included, see ``checkpoint_manifest.py``) is written after them, and
 ``trainer_state.json`` last: it marks the checkpoint complete.
 
 Writes are atomic: everything goes into a hidden temporary folder that is renamed into place only when complete,
@@ -131,6 +134,8 @@ def _write(accelerator: Accelerator, run_dir: Path, tmp: Path, step: int, models
         tmp.mkdir(parents=True)
     accelerator.wait_for_everyone()
     torch.save({"rng": rng_state(), **rank_state}, tmp / f"state_{accelerator.process_index}.pt")
+    for name, model in models.items():  # every rank: DeepSpeed writes each rank's shards, ZeRO-3 gathers
+        model.save_shards(tmp if name == POLICY else tmp / name, accelerator.is_main_process)
     if accelerator.is_main_process:
         for name, model in models.items():
             model.save(tmp if name == POLICY else tmp / name, tokenizer if name == POLICY else None)

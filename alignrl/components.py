@@ -21,6 +21,7 @@ from alignrl.learner.models import (bf16_supported, load_auxiliary, load_policy,
                                     max_context)
 from alignrl.learner.reference import Reference
 from alignrl.learner.trainable import POLICY, OptimizerSettings, TrainableModel
+from alignrl.learner.zero import check_launch
 from alignrl.requirements import check_run_requirements
 from alignrl.rewards import RewardContext, RewardError, RewardSet
 from alignrl.rollout import RolloutEngine, build_engine
@@ -56,6 +57,7 @@ def build_components(config: RunConfig, resume: bool = False) -> Components:
     trainer = config.trainer
     check_run_requirements(config)  # an engine, logger, reward or DeepSpeed without its package: fail before all
     accelerator = make_accelerator(trainer.mixed_precision)
+    check_launch(accelerator, config.rollout.engine.name, config.rollout.engine.params)  # DeepSpeed config, ZeRO-3
     resume_from = check_run_dir(trainer.output_dir, resume, trainer.overwrite_output_dir)
     set_seed(trainer.seed + accelerator.process_index)  # ranks sample differently; DDP keeps weights equal
     algorithm = algorithm_class(config.algorithm.name)(config.algorithm.params)

@@ -126,15 +126,22 @@ def _train(c: Components, callbacks: Sequence[StepCallback], preemption: Preempt
 
 
 def run_eval(c: Components, step: int = 0) -> dict[str, float]:
-    """Held-out evaluation (prompts sharded over ranks), reduced to means over all samples."""
+    """Held-out evaluation (prompts sharded over ranks), reduced to means over all samples.
+
+    Every rank generates for the same number of prompts: a rank short of its share repeats prompt 0 and drops
+    those samples, because generation on a ZeRO-3-sharded policy is a collective (each forward gathers weights),
+    so a rank with fewer generate calls would leave the others waiting forever."""
     ev, acc = c.config.eval, c.accelerator
     count = len(c.eval_prompts) if ev.max_prompts is None else min(ev.max_prompts, len(c.eval_prompts))
     indices = list(range(count))[acc.process_index::acc.num_processes]
+    share = -(-count // acc.num_processes)
+    padded = indices + [0] * (share - len(indices))
     params = SamplingParams(n=ev.n, temperature=ev.temperature, top_p=ev.top_p, stop=list(c.config.rollout.stop),
                             max_new_tokens=ev.max_new_tokens or c.config.rollout.max_new_tokens,
                             seed=sampling_seed(c.config.trainer.seed + 1, step, acc.process_index))
     term = ev.reward if ev.reward is not None else next(t.name for t in c.rewards.terms if t.weight != 0)
-    summary = summarize(evaluate_prompts(c.engine, c.eval_prompts, indices, params, c.rewards, term))
+    records = evaluate_prompts(c.engine, c.eval_prompts, padded, params, c.rewards, term)[:len(indices) * ev.n]
+    summary = summarize(records)
     weight = torch.tensor(float(len(indices)))
     totals = {k: torch.tensor(v) * weight for k, v in summary.items()}
     reduced = acc.reduce(torch.stack([*totals.values(), weight]).to(acc.device), reduction="sum").cpu()

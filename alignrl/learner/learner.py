@@ -2,10 +2,10 @@
 
 One ``update`` per rollout batch: for each model that trains this step (auxiliary models first, then the policy),
 ``epochs_per_batch`` passes over the micro-batches with gradients accumulated through Accelerate's ``accumulate``
-(so DeepSpeed steps once per pass), then one optimiser step. Every rank runs the same number of micro-batches:
-a rank with fewer kept samples runs zero-weight passes, so collective gradient reductions never wait on a rank
-that skipped backward. Loss normalisers (tokens, sequences, the algorithm's own counters) are global sums over
-all micro-batches and ranks, taken before any loss.
+(under DeepSpeed through each model's own engine, which steps on the last micro-batch), then one optimiser step.
+Every rank runs the same number of micro-batches: a rank with fewer kept samples runs zero-weight passes, so
+collective gradient reductions never wait on a rank that skipped backward. Loss normalisers (tokens, sequences,
+the algorithm's own counters) are global sums over all micro-batches and ranks, taken before any loss.
 """
 
 from __future__ import annotations
@@ -82,13 +82,13 @@ class Learner:
                 for index in range(passes):
                     real = index < len(micro)
                     mb = micro[index] if real else padding
-                    with acc.accumulate(model.module):
+                    with model.accumulate():
                         if name == POLICY:
                             loss, step_stats = self._policy_loss(mb, algorithm, counts, max_tokens, real)
                         else:
                             loss, step_stats = self._aux_loss(name, mb, algorithm, counts, real)
                         # the loss is already this micro-batch's share of the global normalisers
-                        acc.backward(loss * model.loss_scale(passes))
+                        model.backward(loss * model.loss_scale(passes), last=index == passes - 1)
                     if real:
                         stats.add(step_stats, float(mb.completion_mask.sum()), float(loss.detach()) *
                                   acc.num_processes)
@@ -117,6 +117,8 @@ class Learner:
     def _policy_loss(self, mb: RolloutBatch, algorithm: Algorithm, counts: dict[str, float], max_tokens: int,
                      real: bool) -> tuple[Tensor, dict[str, Tensor]]:
         logits = completion_logits(self.policy.module, mb, self.temperature)
+        # every rank runs the reference too, padding passes included: under ZeRO-3 its forward is a collective
+        ref_logits = self.reference.logits(mb) if algorithm.needs_exact_kl else None
         logp, entropy = logprobs_from_logits(logits, mb.completion_ids, with_entropy=True,
                                              entropy_grad=algorithm.needs_entropy)
         if not real:
@@ -125,8 +127,8 @@ class Learner:
             mb.old_logp = logp.detach().cpu()
         device = logp.device
         exact_kl = None
-        if algorithm.needs_exact_kl:
-            exact_kl = exact_kl_per_token(logits, self.reference.logits(mb).to(device), mb.completion_mask.to(device))
+        if ref_logits is not None:
+            exact_kl = exact_kl_per_token(logits, ref_logits.to(device), mb.completion_mask.to(device))
         to = (lambda t: None if t is None else t.to(device))
         mask = mb.completion_mask.to(device)
         inputs = PolicyInputs(

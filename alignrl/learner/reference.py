@@ -2,7 +2,7 @@
 
 - A separate copy (``model.reference`` or the starting policy) is moved to the device, or, under DeepSpeed
   ZeRO-3, wrapped as an inference engine (TRL's ``prepare_deepspeed``) so it is sharded like the policy instead
-  of being a full copy on every rank.
+  of being a full copy on every rank (under ZeRO-2 it is an unsharded inference engine: a copy per rank).
 - With LoRA and no separate reference, the reference is the policy's base with the adapters switched off.
 
 Its forward passes run under the same ``accelerator.autocast()`` as the policy's, so at initialisation the KL is
@@ -19,6 +19,7 @@ from transformers import PreTrainedModel
 
 from alignrl.batch import RolloutBatch
 from alignrl.learner.forward import chunked, completion_logits, token_logprobs
+from alignrl.learner.zero import resolve_plugin_config
 
 
 class Reference:
@@ -28,6 +29,7 @@ class Reference:
         if model is not None and accelerator.distributed_type == DistributedType.DEEPSPEED:
             from trl.models import prepare_deepspeed
 
+            resolve_plugin_config(accelerator)  # DeepSpeed refuses a config with 'auto' batch sizes
             model = prepare_deepspeed(model, accelerator)
         elif model is not None:
             model = model.to(accelerator.device)

@@ -35,7 +35,7 @@ def buckets(named: Iterable[Named], bucket_bytes: int) -> Iterator[list[Named]]:
         yield bucket
 
 
-def _gathered(module: torch.nn.Module):
+def gathered(module: torch.nn.Module):
     """Gather a module's own ZeRO-3 partitioned parameters on every rank (a no-op without ZeRO-3)."""
     params = [p for p in module.parameters(recurse=False) if hasattr(p, "ds_id")]
     if not params:
@@ -48,7 +48,7 @@ def _gathered(module: torch.nn.Module):
 def full_weights(model: torch.nn.Module) -> Iterator[Named]:
     """Every parameter and buffer with its state-dict name, module by module (gathered under ZeRO-3)."""
     for prefix, module in model.named_modules():
-        with _gathered(module):
+        with gathered(module):
             for name, tensor in list(module.named_parameters(recurse=False)) + list(
                     module.named_buffers(recurse=False)):
                 if name in getattr(module, "_non_persistent_buffers_set", ()):
@@ -61,7 +61,7 @@ def lora_weights(model: torch.nn.Module) -> Iterator[Named]:
 
     with contextlib.ExitStack() as stack:
         for module in model.modules():
-            stack.enter_context(_gathered(module))
+            stack.enter_context(gathered(module))
         state = get_peft_model_state_dict(model)
         yield from ((name, tensor.detach()) for name, tensor in state.items())
 
