@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # the helpers beside this file (pytest puts tests/ and tests/core)
-from ds_launch import launch_env  # noqa: E402
+from ds_launch import launch_env  # tests/distributed is on pytest's pythonpath, after tests/ (its conftest wins)
 
 
 @pytest.fixture(scope="session")
