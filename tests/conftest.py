@@ -27,6 +27,16 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def long_context_model_dir(tmp_path_factory) -> Path:
+    """The tiny test model with a 1,024-token context: MATH-500 prompts fit (``tiny_model_dir``'s 128 do not)."""
+    folder = tmp_path_factory.mktemp("tiny-1024")
+    tokenizer = build_tokenizer()
+    build_model(tokenizer, preset="test", seed=0, max_position_embeddings=1024).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def prompt_files(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("prompts")
     return {"train": write_jsonl(folder / "train.jsonl", make_prompts(64, seed=0, split="train")),

@@ -17,18 +17,6 @@ from alignrl.rollout.hf_engine import HFEngine
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    """The tiny test model with a 1,024-token context: MATH-500 prompts fit (the 128-token one is for the cap)."""
-    from alignrl.quickstart.tiny_model import build_model, build_tokenizer
-
-    folder = tmp_path_factory.mktemp("tiny-1024")
-    tokenizer = build_tokenizer()
-    build_model(tokenizer, preset="test", seed=0, max_position_embeddings=1024).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture()
 def MATH500(math500_file) -> Path:  # noqa: N802 - reads like the constant it replaced
     return math500_file
@@ -57,9 +45,10 @@ def sample_lines(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
 
 
-def test_end_to_end_outputs(model_dir, MATH500, tmp_path, generate_calls):
+def test_end_to_end_outputs(long_context_model_dir, MATH500, tmp_path, generate_calls):
     out = tmp_path / "eval"
-    assert evaluate(model_dir, out, MATH500, "--limit", "3", "--n", "2", "--temperature", "1.0", "--seed", "1") == 0
+    assert evaluate(long_context_model_dir, out, MATH500, "--limit", "3", "--n", "2", "--temperature", "1.0",
+                    "--seed", "1") == 0
     assert sorted(p.name for p in out.iterdir()) == ["accuracy_by_level.png", "report.md", "results.json",
                                                      "run_settings.json", "samples.jsonl"]
     results = json.loads((out / "results.json").read_text())
@@ -103,12 +92,12 @@ def test_describe_extractors_names_the_chain():
     assert describe_extractors(["last_number"]) == "`last_number` (custom)"
 
 
-def test_resume_generates_only_new_problems(model_dir, MATH500, tmp_path, generate_calls):
+def test_resume_generates_only_new_problems(long_context_model_dir, MATH500, tmp_path, generate_calls):
     out = tmp_path / "eval"
-    assert evaluate(model_dir, out, MATH500, "--limit", "2", "--batch-size", "1") == 0
+    assert evaluate(long_context_model_dir, out, MATH500, "--limit", "2", "--batch-size", "1") == 0
     assert generate_calls == [1, 1]
     first = sample_lines(out)
-    assert evaluate(model_dir, out, MATH500, "--limit", "4", "--batch-size", "1") == 0
+    assert evaluate(long_context_model_dir, out, MATH500, "--limit", "4", "--batch-size", "1") == 0
     assert generate_calls == [1, 1, 1, 1]  # only problems 3 and 4
     samples = sample_lines(out)
     assert samples[:2] == first and len(samples) == 4
@@ -116,42 +105,42 @@ def test_resume_generates_only_new_problems(model_dir, MATH500, tmp_path, genera
     results = json.loads((out / "results.json").read_text())
     assert (results["overall"]["problems"], results["generated_problems"], results["resumed_problems"]) == (4, 2, 2)
     # a finished run is left as it is
-    assert evaluate(model_dir, out, MATH500, "--limit", "4") == 0
+    assert evaluate(long_context_model_dir, out, MATH500, "--limit", "4") == 0
     assert len(generate_calls) == 4 and sample_lines(out) == samples
 
 
-def test_resume_drops_torn_lines_and_partial_problems(model_dir, MATH500, tmp_path, generate_calls):
+def test_resume_drops_torn_lines_and_partial_problems(long_context_model_dir, MATH500, tmp_path, generate_calls):
     out = tmp_path / "eval"
-    assert evaluate(model_dir, out, MATH500, "--limit", "2", "--n", "2") == 0
+    assert evaluate(long_context_model_dir, out, MATH500, "--limit", "2", "--n", "2") == 0
     lines = (out / "samples.jsonl").read_text().splitlines()
     (out / "samples.jsonl").write_text("\n".join(lines[:3]) + '\n{"unique_id": "torn')  # problem 2 half done
     (out / "results.json").unlink()  # as if interrupted
     assert set(read_finished(out / "samples.jsonl", 2)) == {json.loads(lines[0])["unique_id"]}
-    assert evaluate(model_dir, out, MATH500, "--limit", "2", "--n", "2") == 0
+    assert evaluate(long_context_model_dir, out, MATH500, "--limit", "2", "--n", "2") == 0
     assert generate_calls == [2, 1]
     samples = sample_lines(out)
     assert len(samples) == 4 and [s["sample_index"] for s in samples] == [0, 1, 0, 1]
 
 
-def test_settings_mismatch_is_refused(model_dir, MATH500, tmp_path, capsys):
+def test_settings_mismatch_is_refused(long_context_model_dir, MATH500, tmp_path, capsys):
     out = tmp_path / "eval"
-    assert evaluate(model_dir, out, MATH500, "--limit", "1") == 0
+    assert evaluate(long_context_model_dir, out, MATH500, "--limit", "1") == 0
     before = (out / "samples.jsonl").read_text()
-    assert evaluate(model_dir, out, MATH500, "--limit", "2", "--temperature", "0.7") == 2
+    assert evaluate(long_context_model_dir, out, MATH500, "--limit", "2", "--temperature", "0.7") == 2
     err = capsys.readouterr().err
     assert "different settings" in err and "sampling.temperature: 0.0 -> 0.7" in err and "--overwrite" in err
-    assert evaluate(model_dir, out, MATH500, "--limit", "2", "--instruction", "Answer:") == 2
+    assert evaluate(long_context_model_dir, out, MATH500, "--limit", "2", "--instruction", "Answer:") == 2
     assert "prompt.instruction" in capsys.readouterr().err
     assert (out / "samples.jsonl").read_text() == before
-    assert evaluate(model_dir, out, MATH500, "--limit", "1", "--temperature", "0.7", "--overwrite") == 0
+    assert evaluate(long_context_model_dir, out, MATH500, "--limit", "1", "--temperature", "0.7", "--overwrite") == 0
     assert json.loads((out / "run_settings.json").read_text())["sampling"]["temperature"] == 0.7
 
 
-def test_foreign_out_dir_is_refused(model_dir, MATH500, tmp_path, capsys):
+def test_foreign_out_dir_is_refused(long_context_model_dir, MATH500, tmp_path, capsys):
     out = tmp_path / "eval"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    assert evaluate(model_dir, out, MATH500, "--limit", "1") == 2
+    assert evaluate(long_context_model_dir, out, MATH500, "--limit", "1") == 2
     assert "holds no run_settings.json" in capsys.readouterr().err
 
 

@@ -12,24 +12,13 @@ from alignrl.evaluation import cli
 pytestmark = pytest.mark.vllm
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    from alignrl.quickstart.tiny_model import build_model, build_tokenizer
-
-    folder = tmp_path_factory.mktemp("tiny-1024")
-    tokenizer = build_tokenizer()
-    build_model(tokenizer, preset="test", seed=0, max_position_embeddings=1024).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 def outputs(out: Path) -> list[tuple[str, str, int]]:
     rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     return sorted((r["unique_id"], r["output"], r["num_tokens"]) for r in rows)
 
 
-def test_math500_with_vllm_matches_hf(model_dir, math500_file, tmp_path):
-    common = ["--model", str(model_dir), "--data", str(math500_file), "--max-tokens", "12", "--limit", "6",
+def test_math500_with_vllm_matches_hf(long_context_model_dir, math500_file, tmp_path):
+    common = ["--model", str(long_context_model_dir), "--data", str(math500_file), "--max-tokens", "12", "--limit", "6",
               "--no-progress", "--grader-workers", "1"]
     assert cli.main([*common, "--out", str(tmp_path / "hf"), "--engine", "hf"]) == 0
     assert cli.main([*common, "--out", str(tmp_path / "vllm"), "--engine", "vllm"]) == 0
